@@ -23,13 +23,22 @@ pub enum Error {
     #[error("invalid container id {0:?}: {1}")]
     InvalidId(String, &'static str),
     #[error("container {id:?} is {status}: {op} needs it {expected}")]
-    BadState { id: String, status: String, op: &'static str, expected: &'static str },
+    BadState {
+        id: String,
+        status: String,
+        op: &'static str,
+        expected: &'static str,
+    },
     #[error("{0}")]
     Other(String),
     #[error("{context}: {source}")]
     Sys { context: String, source: nix::Error },
     #[error("{context} {path:?}: {source}")]
-    Io { context: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        context: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -41,7 +50,10 @@ pub trait SysContext<T> {
 
 impl<T> SysContext<T> for nix::Result<T> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|source| Error::Sys { context: f(), source })
+        self.map_err(|source| Error::Sys {
+            context: f(),
+            source,
+        })
     }
 }
 
@@ -52,6 +64,10 @@ pub trait IoContext<T> {
 
 impl<T> IoContext<T> for std::io::Result<T> {
     fn io_ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { context, path: path.into(), source })
+        self.map_err(|source| Error::Io {
+            context,
+            path: path.into(),
+            source,
+        })
     }
 }

@@ -1,6 +1,197 @@
-//! OCI hooks.
+//! OCI hooks: run a program with the container state on stdin, its env and args, and a timeout.
+//!
+//! A hook that exits non-zero, cannot be started or outlives its timeout (it is then killed)
+//! is an error naming the hook and, if it wrote any, the last line of its stderr.
+
+use oci_spec::runtime::Hook;
+use std::io::{Read, Seek, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("hook: {0}")]
-    Other(String),
+    #[error("{kind} hook {path:?}: {msg}")]
+    Failed {
+        kind: &'static str,
+        path: String,
+        msg: String,
+    },
+}
+
+/// Runs `hooks` in order; the first failure stops the sequence.
+pub fn run_all(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state_json: &str,
+) -> Result<(), HookError> {
+    for h in hooks.into_iter().flatten() {
+        run(kind, h, state_json)?;
+    }
+    Ok(())
+}
+
+fn memfd() -> Option<std::fs::File> {
+    // SAFETY: memfd_create with a static NUL-terminated name; the returned fd is owned by File.
+    let fd = unsafe { libc::memfd_create(c"berth-hook-stderr".as_ptr(), libc::MFD_CLOEXEC) };
+    // SAFETY: fd is a fresh descriptor we own when non-negative.
+    (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
+}
+
+pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), HookError> {
+    let fail = |msg: String| HookError::Failed {
+        kind,
+        path: hook.path().display().to_string(),
+        msg,
+    };
+    let mut cmd = Command::new(hook.path());
+    if let Some(args) = hook.args() {
+        if let Some((arg0, rest)) = args.split_first() {
+            std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
+            cmd.args(rest);
+        }
+    }
+    cmd.env_clear();
+    for kv in hook.env().iter().flatten() {
+        if let Some((k, v)) = kv.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let mut errfile = memfd();
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null());
+    match errfile.as_ref().and_then(|f| f.try_clone().ok()) {
+        Some(f) => cmd.stderr(Stdio::from(f)),
+        None => cmd.stderr(Stdio::inherit()),
+    };
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| fail(format!("cannot start: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A hook that does not read its stdin is fine: ignore EPIPE.
+        let _ = stdin.write_all(state_json.as_bytes());
+    }
+    let timeout = hook.timeout().map(|t| Duration::from_secs(t as u64));
+    let status = wait_timeout(&mut child, timeout).map_err(|e| fail(format!("wait: {e}")))?;
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(fail(format!(
+            "timed out after {}s",
+            timeout.unwrap_or_default().as_secs()
+        )));
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut stderr = String::new();
+    if let Some(f) = errfile.as_mut() {
+        let _ = f.rewind();
+        let _ = f.read_to_string(&mut stderr);
+    }
+    let last = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
+    let how = match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    };
+    Err(fail(if last.is_empty() {
+        how
+    } else {
+        format!("{how}: {last}")
+    }))
+}
+
+/// Waits for `child` for at most `timeout` (forever if `None`). `Ok(None)` on timeout.
+fn wait_timeout(
+    child: &mut std::process::Child,
+    timeout: Option<Duration>,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let Some(timeout) = timeout else {
+        return child.wait().map(Some);
+    };
+    let deadline = Instant::now() + timeout;
+    // SAFETY: pidfd_open on our own child's pid; the fd (if any) is closed below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as libc::pid_t, 0) } as i32;
+    loop {
+        if let Some(s) = child.try_wait()? {
+            if pidfd >= 0 {
+                // SAFETY: closing the pidfd we opened above.
+                unsafe { libc::close(pidfd) };
+            }
+            return Ok(Some(s));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            if pidfd >= 0 {
+                // SAFETY: closing the pidfd we opened above.
+                unsafe { libc::close(pidfd) };
+            }
+            return Ok(None);
+        }
+        if pidfd >= 0 {
+            let mut pfd = libc::pollfd {
+                fd: pidfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on our stack.
+            unsafe { libc::poll(&mut pfd, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+        } else {
+            std::thread::sleep(left.min(Duration::from_millis(5)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(json: &str) -> Hook {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn hook_gets_state_env_and_args() {
+        let out = std::env::temp_dir().join(format!("berth-hook-test-{}", std::process::id()));
+        let h = hook(&format!(
+            r#"{{"path":"/bin/sh","args":["sh","-c","cat > {0}; echo \"$FOO $0\" >> {0}","arg0x"],"env":["FOO=bar"]}}"#,
+            out.display()
+        ));
+        run("prestart", &h, "{\"id\":\"x\"}").unwrap();
+        let got = std::fs::read_to_string(&out).unwrap();
+        std::fs::remove_file(&out).unwrap();
+        assert_eq!(got, "{\"id\":\"x\"}bar arg0x\n");
+    }
+
+    #[test]
+    fn failing_hook_reports_stderr() {
+        let h = hook(r#"{"path":"/bin/sh","args":["sh","-c","echo boom >&2; exit 3"]}"#);
+        let e = run("poststop", &h, "{}").unwrap_err().to_string();
+        assert!(
+            e.contains("exit status 3") && e.contains("boom") && e.contains("poststop"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn hanging_hook_times_out() {
+        let h = hook(r#"{"path":"/bin/sleep","args":["sleep","30"],"timeout":1}"#);
+        let e = run("createRuntime", &h, "{}").unwrap_err().to_string();
+        assert!(e.contains("timed out"), "{e}");
+    }
+
+    #[test]
+    fn missing_hook_binary() {
+        let h = hook(r#"{"path":"/nonexistent/hook"}"#);
+        assert!(run("prestart", &h, "{}")
+            .unwrap_err()
+            .to_string()
+            .contains("cannot start"));
+    }
 }

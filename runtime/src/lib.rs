@@ -17,6 +17,7 @@ pub mod cgroups;
 pub mod container;
 pub mod error;
 pub mod hooks;
+pub mod log;
 pub mod namespaces;
 pub mod process;
 pub mod rlimits;
@@ -29,4 +30,4 @@ pub mod sync;
 pub mod tty;
 pub mod utils;
 
-pub use error::{Error, Result};
+pub use error::{Error, IoContext, Result, SysContext};

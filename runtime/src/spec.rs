@@ -1,6 +1,210 @@
-//! Loading config.json.
+//! Loading and checking a bundle's `config.json`.
+//!
+//! Unknown fields are an error rather than silently ignored: a field the runtime does not know is
+//! a setting it would not apply, and a container that runs without a setting its user asked for
+//! is worse than one that does not start. Unknown *annotation keys* are of course fine.
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
+    #[error("cannot read {path:?}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {path:?}: {msg}")]
+    Parse { path: PathBuf, msg: String },
+    #[error("config.json: unknown field {0:?}")]
+    UnknownField(String),
     #[error("config.json: {0}")]
-    Other(String),
+    Invalid(String),
+    #[error("invalid rootfs {path:?}: {msg}")]
+    Rootfs { path: PathBuf, msg: String },
+}
+
+/// Reads `<bundle>/config.json`.
+pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|source| SpecError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    parse(&data).map_err(|e| match e {
+        SpecError::Parse { msg, .. } => SpecError::Parse { path, msg },
+        e => e,
+    })
+}
+
+/// Parses config.json bytes, rejecting unknown fields.
+pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
+    let mut unknown = Vec::new();
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    let spec: Spec =
+        serde_ignored::deserialize(de, |p| unknown.push(p.to_string())).map_err(|e| {
+            SpecError::Parse {
+                path: PathBuf::from("config.json"),
+                msg: e.to_string(),
+            }
+        })?;
+    if let Some(field) = unknown.into_iter().next() {
+        return Err(SpecError::UnknownField(field));
+    }
+    Ok(spec)
+}
+
+/// Checks what `create` needs and returns the absolute rootfs path.
+pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
+    let invalid = |m: String| Err(SpecError::Invalid(m));
+    if !spec.version().starts_with("1.") {
+        return invalid(format!(
+            "unsupported ociVersion {:?} (want 1.x)",
+            spec.version()
+        ));
+    }
+    let Some(root) = spec.root() else {
+        return invalid("root is missing".into());
+    };
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    let meta = std::fs::metadata(&rootfs).map_err(|e| SpecError::Rootfs {
+        path: rootfs.clone(),
+        msg: e.to_string(),
+    })?;
+    if !meta.is_dir() {
+        return Err(SpecError::Rootfs {
+            path: rootfs,
+            msg: "not a directory".into(),
+        });
+    }
+    let rootfs = rootfs.canonicalize().map_err(|e| SpecError::Rootfs {
+        path: rootfs,
+        msg: e.to_string(),
+    })?;
+
+    let Some(process) = spec.process() else {
+        return invalid("process is missing".into());
+    };
+    match process.args() {
+        Some(a) if !a.is_empty() && !a[0].is_empty() => {}
+        _ => return invalid("process.args must not be empty".into()),
+    }
+    if !process.cwd().is_absolute() {
+        return invalid(format!("process.cwd {:?} is not absolute", process.cwd()));
+    }
+    for e in process.env().iter().flatten() {
+        if !e.contains('=') {
+            return invalid(format!("process.env entry {e:?} is not KEY=VALUE"));
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        let mut seen = HashSet::new();
+        let mut has_userns = false;
+        for ns in linux.namespaces().iter().flatten() {
+            if !seen.insert(ns.typ()) {
+                return invalid(format!("namespace {:?} listed twice", ns.typ()));
+            }
+            has_userns |= ns.typ() == LinuxNamespaceType::User;
+        }
+        let maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+        if maps && !has_userns {
+            return invalid("uidMappings/gidMappings need a user namespace".into());
+        }
+        if has_userns
+            && linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == LinuxNamespaceType::User && n.path().is_none())
+            && !maps
+        {
+            return invalid("a new user namespace needs uidMappings and gidMappings".into());
+        }
+        if let Some(hn) = spec.hostname() {
+            if !hn.is_empty() && !seen.contains(&LinuxNamespaceType::Uts) {
+                return invalid("hostname needs a new uts namespace".into());
+            }
+        }
+    }
+    if let Some(hooks) = spec.hooks() {
+        #[allow(deprecated)]
+        let all = [
+            hooks.prestart(),
+            hooks.create_runtime(),
+            hooks.create_container(),
+            hooks.start_container(),
+            hooks.poststart(),
+            hooks.poststop(),
+        ];
+        for h in all.into_iter().flatten().flatten() {
+            if !h.path().is_absolute() {
+                return invalid(format!("hook path {:?} is not absolute", h.path()));
+            }
+            if h.timeout().is_some_and(|t| t <= 0) {
+                return invalid(format!(
+                    "hook {:?}: timeout must be greater than zero",
+                    h.path()
+                ));
+            }
+        }
+    }
+    Ok(rootfs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"ociVersion":"1.0.2","root":{"path":"/"},"process":{"user":{"uid":0,"gid":0},"args":["sh"],"cwd":"/"}}"#;
+
+    #[test]
+    fn minimal_spec_parses_and_validates() {
+        let spec = parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(validate(&spec, Path::new("/")).unwrap(), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let bad = MINIMAL.replace("\"cwd\":\"/\"", "\"cwd\":\"/\",\"colour\":1");
+        let err = parse(bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("process.colour"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_is_one_line() {
+        let err = parse(b"{\"ociVersion\": ").unwrap_err().to_string();
+        assert!(!err.contains('\n') && err.contains("EOF"), "{err}");
+    }
+
+    #[test]
+    fn missing_rootfs_is_named() {
+        let spec = parse(
+            MINIMAL
+                .replace("\"path\":\"/\"", "\"path\":\"/nonexistent-rootfs\"")
+                .as_bytes(),
+        )
+        .unwrap();
+        let err = validate(&spec, Path::new("/")).unwrap_err().to_string();
+        assert!(err.contains("nonexistent-rootfs"), "{err}");
+    }
+
+    #[test]
+    fn relative_cwd_is_rejected() {
+        let spec = parse(
+            MINIMAL
+                .replace("\"cwd\":\"/\"", "\"cwd\":\"tmp\"")
+                .as_bytes(),
+        )
+        .unwrap();
+        assert!(validate(&spec, Path::new("/"))
+            .unwrap_err()
+            .to_string()
+            .contains("cwd"));
+    }
 }

@@ -1,1 +1,98 @@
-//! TODO
+//! Small helpers: atomic file writes, `/proc` reads.
+
+use crate::error::{IoContext, Result};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `data` to `path` so that a crash leaves the old content or the new one: a temp file in
+/// the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut f = fs::File::create(&tmp).io_ctx("create", &tmp)?;
+    f.write_all(data).io_ctx("write", &tmp)?;
+    f.sync_all().io_ctx("fsync", &tmp)?;
+    drop(f);
+    fs::rename(&tmp, path).io_ctx("rename to", path)?;
+    Ok(())
+}
+
+/// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`), used to
+/// tell a container's init from an unrelated process that reused its pid.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// The state letter of `pid` (field 3 of `/proc/<pid>/stat`): `R`, `S`, `Z`, …
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 2..].chars().next()
+}
+
+/// Current time as RFC 3339 with nanoseconds in UTC, as runc prints `created`.
+pub fn rfc3339_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs() as i64, now.subsec_nanos())
+}
+
+/// Formats a Unix time as `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+pub fn rfc3339(secs: i64, nanos: u32) -> String {
+    let days = secs.div_euclid(86400);
+    let sod = secs.rem_euclid(86400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(rfc3339(1_700_000_000, 5), "2023-11-14T22:13:20.000000005Z");
+        assert_eq!(rfc3339(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn start_time_of_self_is_stable() {
+        let pid = std::process::id() as i32;
+        let a = process_start_time(pid).unwrap();
+        assert_eq!(Some(a), process_start_time(pid));
+        assert_eq!(process_state(pid), Some('R'));
+    }
+
+    #[test]
+    fn write_atomic_replaces_content() {
+        let dir = std::env::temp_dir().join(format!("berth-utils-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("state.json");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"new");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp file left");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,97 @@
+//! `create` and `run`.
+
+use crate::cli::CreateArgs;
+use anyhow::Result;
+use berth_runtime::container::{self, create::CreateOpts};
+use berth_runtime::state::{State, Status};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::path::Path;
+
+fn opts(root: &Path, a: &CreateArgs) -> CreateOpts {
+    CreateOpts {
+        root: root.to_path_buf(),
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        no_pivot: a.no_pivot,
+        preserve_fds: a.preserve_fds,
+    }
+}
+
+pub fn create(root: &Path, a: &CreateArgs) -> Result<State> {
+    Ok(container::create::create(&opts(root, a))?)
+}
+
+/// `run`: create + start; in the foreground, forward signals, wait, clean up and return the
+/// container's exit code (128+signal if it was killed), as runc does.
+pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
+    // Block the signals we forward before the init exists, so none is lost in between.
+    let mut forwarded = SigSet::empty();
+    if !detach {
+        for s in Signal::iterator() {
+            if !matches!(
+                s,
+                Signal::SIGKILL
+                    | Signal::SIGSTOP
+                    | Signal::SIGSEGV
+                    | Signal::SIGBUS
+                    | Signal::SIGILL
+                    | Signal::SIGFPE
+                    | Signal::SIGTTIN
+                    | Signal::SIGTTOU
+                    | Signal::SIGTSTP
+            ) {
+                forwarded.add(s);
+            }
+        }
+        forwarded.thread_block()?;
+    }
+    let st = create(root, a)?;
+    if let Err(e) = container::start::start(root, &a.id) {
+        let _ = container::delete::destroy(root, &st);
+        return Err(e.into());
+    }
+    if detach {
+        return Ok(0);
+    }
+    let code = wait_forwarding(st.pid, &forwarded)?;
+    let st = State::load(root, &a.id)?;
+    if keep {
+        let mut st = st;
+        st.status = Status::Running; // current_status() reports stopped: the init is gone
+        st.save(root)?;
+    } else {
+        container::delete::destroy(root, &st)?;
+    }
+    Ok(code)
+}
+
+fn wait_forwarding(pid: i32, forwarded: &SigSet) -> Result<i32> {
+    let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC)?;
+    let child = Pid::from_raw(pid);
+    loop {
+        // Reap first: the exit may have happened before the signalfd existed.
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, c)) if p == child => return Ok(c),
+                Ok(WaitStatus::Signaled(p, s, _)) if p == child => return Ok(128 + s as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue, // another child (a hook's leftover): reaped
+            }
+        }
+        let Some(info) = sfd.read_signal()? else {
+            continue;
+        };
+        let sig = info.ssi_signo as i32;
+        if sig == libc::SIGCHLD {
+            continue;
+        }
+        if let Ok(s) = Signal::try_from(sig) {
+            let _ = nix::sys::signal::kill(child, s);
+        }
+    }
+}

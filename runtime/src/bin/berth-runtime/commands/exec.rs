@@ -1,0 +1,143 @@
+//! `exec`.
+
+use crate::cli::ExecArgs;
+use anyhow::{bail, Context, Result};
+use berth_runtime::container::exec::{exec as lib_exec, ExecOpts};
+use berth_runtime::state::State;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use oci_spec::runtime::{Capability, Process};
+use std::path::Path;
+use std::str::FromStr;
+
+/// The process to run: `--process`, or the container's process with the command and flags.
+fn build_process(root: &Path, a: &ExecArgs) -> Result<Process> {
+    if let Some(path) = &a.process {
+        let data = std::fs::read(path).with_context(|| format!("read process file {path:?}"))?;
+        let p: Process = serde_json::from_slice(&data)
+            .with_context(|| format!("invalid process file {path:?}"))?;
+        return Ok(p);
+    }
+    if a.command.is_empty() {
+        bail!("exec: no command given (arguments or --process)");
+    }
+    let st = State::load(root, &a.id)?;
+    let mut p = st.config.process().clone().unwrap_or_default();
+    p.set_args(Some(a.command.clone()));
+    p.set_terminal(Some(a.tty));
+    p.set_console_size(None);
+    let mut env = p.env().clone().unwrap_or_default();
+    for kv in &a.env {
+        let key = kv.split('=').next().unwrap_or("");
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(cwd) = &a.cwd {
+        p.set_cwd(cwd.clone());
+    }
+    if let Some(u) = &a.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((u, g)) => (
+                u.parse::<u32>().context("--user uid")?,
+                Some(g.parse::<u32>().context("--user gid")?),
+            ),
+            None => (u.parse::<u32>().context("--user uid")?, None),
+        };
+        let user = p.user_mut();
+        user.set_uid(uid);
+        if let Some(g) = gid {
+            user.set_gid(g);
+        }
+    }
+    if !a.additional_gids.is_empty() {
+        p.user_mut()
+            .set_additional_gids(Some(a.additional_gids.clone()));
+    }
+    if a.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    if !a.cap.is_empty() {
+        let mut caps = p.capabilities().clone().unwrap_or_default();
+        for c in &a.cap {
+            let name = if c.to_uppercase().starts_with("CAP_") {
+                c.to_uppercase()
+            } else {
+                format!("CAP_{}", c.to_uppercase())
+            };
+            let cap = Capability::from_str(&name)
+                .map_err(|_| anyhow::anyhow!("unknown capability {c:?}"))?;
+            for set in [
+                caps.bounding().clone(),
+                caps.effective().clone(),
+                caps.permitted().clone(),
+            ]
+            .iter_mut()
+            .enumerate()
+            {
+                let mut s = set.1.clone().unwrap_or_default();
+                s.insert(cap);
+                match set.0 {
+                    0 => caps.set_bounding(Some(s)),
+                    1 => caps.set_effective(Some(s)),
+                    _ => caps.set_permitted(Some(s)),
+                };
+            }
+        }
+        p.set_capabilities(Some(caps));
+    }
+    Ok(p)
+}
+
+pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
+    let process = build_process(root, a)?;
+    if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
+        bail!("exec --tty needs --console-socket (berth-runtime does not relay a terminal itself)");
+    }
+    let mut forwarded = SigSet::empty();
+    if !a.detach {
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGWINCH,
+            Signal::SIGCHLD,
+        ] {
+            forwarded.add(s);
+        }
+        forwarded.thread_block()?;
+    }
+    let opts = ExecOpts {
+        process,
+        console_socket: a.console_socket.clone(),
+        pid_file: a.pid_file.clone(),
+        preserve_fds: a.preserve_fds,
+    };
+    let pid = lib_exec(root, &a.id, &opts)?;
+    if a.detach {
+        return Ok(0);
+    }
+    let sfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC)?;
+    let child = Pid::from_raw(pid);
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) => {}
+            Err(e) => bail!("wait for exec process {pid}: {e}"),
+        }
+        if let Some(info) = sfd.read_signal()? {
+            let sig = info.ssi_signo as i32;
+            if sig != libc::SIGCHLD {
+                if let Ok(s) = Signal::try_from(sig) {
+                    let _ = nix::sys::signal::kill(child, s);
+                }
+            }
+        }
+    }
+}

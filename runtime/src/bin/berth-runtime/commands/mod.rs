@@ -1,0 +1,68 @@
+//! One module per verb.
+
+mod create;
+mod exec;
+mod features;
+mod info;
+mod spec;
+mod update;
+
+use crate::cli::{Cli, Command};
+use anyhow::{bail, Result};
+use berth_runtime::container;
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: &Cli) -> Result<i32> {
+    if cli.systemd_cgroup {
+        bail!("--systemd-cgroup is not supported: berth-runtime manages cgroups through cgroupfs (use the cgroupfs cgroup manager)");
+    }
+    let root = &cli.root;
+    match &cli.command {
+        Command::Create(a) => create::create(root, a).map(|_| 0),
+        Command::Run {
+            create: a,
+            detach,
+            keep,
+            ..
+        } => create::run(root, a, *detach, *keep),
+        Command::Start { id } => container::start::start(root, id)
+            .map(|_| 0)
+            .map_err(Into::into),
+        Command::State { id } => {
+            println!("{}", container::info::state_json(root, id)?);
+            Ok(0)
+        }
+        Command::Kill { all, id, signal } => {
+            let sig = berth_runtime::signal::parse(signal)?;
+            container::kill::kill(root, id, sig, *all)?;
+            Ok(0)
+        }
+        Command::Delete { force, id } => container::delete::delete(root, id, *force)
+            .map(|_| 0)
+            .map_err(Into::into),
+        Command::List { format, quiet } => info::list(root, format, *quiet),
+        Command::Exec(a) => exec::exec(root, a),
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => info::ps(root, id, format, ps_args),
+        Command::Pause { id } => container::pause::pause(root, id)
+            .map(|_| 0)
+            .map_err(Into::into),
+        Command::Resume { id } => container::pause::resume(root, id)
+            .map(|_| 0)
+            .map_err(Into::into),
+        Command::Update(a) => update::update(root, a),
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => info::events(root, id, *stats, interval),
+        Command::Spec { bundle, rootless } => spec::spec(bundle, *rootless),
+        Command::Features => features::features(),
+        Command::Checkpoint { .. } | Command::Restore { .. } => {
+            bail!("checkpoint/restore is not supported by berth-runtime")
+        }
+    }
+}

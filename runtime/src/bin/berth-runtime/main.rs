@@ -1,0 +1,25 @@
+//! `berth-runtime`: runc's command line over the berth runtime library.
+//!
+//! Parsing and printing only; every verb lives in `commands/<verb>.rs`, the work in the library.
+
+mod cli;
+mod commands;
+
+use clap::Parser;
+use std::io::Write;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    berth_runtime::log::init(cli.log.clone(), cli.log_format == "json", cli.debug);
+    let code = match commands::run(&cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = e.to_string();
+            let one_line = msg.replace('\n', " ");
+            let _ = writeln!(std::io::stderr(), "berth-runtime: {one_line}");
+            berth_runtime::log::write("error", &one_line);
+            1
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,185 @@
+//! `exec`: start another process in a running container: join its namespaces and cgroup, take on
+//! the process attributes, exec. Non-detached, the caller waits and gets the exit status.
+
+use crate::process::clone::{clone, Forked};
+use crate::process::setup;
+use crate::seccomp::Filter;
+use crate::state::{State, Status};
+use crate::sync::{Channel, Msg};
+use crate::{namespaces, tty, Error, Result};
+use nix::sched::{setns, CloneFlags};
+use oci_spec::runtime::{LinuxNamespaceType, Process};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+pub struct ExecOpts {
+    pub process: Process,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: i32,
+}
+
+/// Starts the process; returns its host pid (it is the caller's child).
+pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
+    let st = State::load(root, id)?;
+    let status = st.current_status();
+    if !matches!(status, Status::Running | Status::Created) {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: status.to_string(),
+            op: "exec",
+            expected: "running",
+        });
+    }
+    let terminal = opts.process.terminal().unwrap_or(false);
+    if terminal && opts.console_socket.is_none() {
+        return Err(Error::Other("exec --tty needs --console-socket".into()));
+    }
+    if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(Error::Other("exec: no command given".into()));
+    }
+    let linux = st.config.linux().as_ref();
+    let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
+        Some(p) => Some(Filter::build(p)?),
+        None => None,
+    };
+    use LinuxNamespaceType::*;
+    let all = [User, Mount, Network, Ipc, Uts, Cgroup, Pid, Time];
+    let ns = namespaces::open_of_pid(st.pid, &all)?;
+    // PID and time namespaces apply to children: the parent joins them (for children) first.
+    let saved_pid = std::fs::File::open("/proc/self/ns/pid_for_children").ok();
+    let saved_time = std::fs::File::open("/proc/self/ns/time_for_children").ok();
+    for (t, fd) in &ns {
+        if matches!(t, Pid | Time) {
+            setns(fd, namespaces::flag(*t)).map_err(|e| {
+                Error::Other(format!(
+                    "join {} namespace of {id:?}: {e}",
+                    namespaces::proc_name(*t)
+                ))
+            })?;
+        }
+    }
+    let (mut parent_chan, mut child_chan) = Channel::pair()?;
+    parent_chan.move_above(3 + opts.preserve_fds)?;
+    child_chan.move_above(3 + opts.preserve_fds)?;
+    let cg_fd = st.cgroup.as_ref().and_then(|c| c.clone_into_fd());
+    let forked = match clone(CloneFlags::empty(), cg_fd.as_ref().map(|f| f.as_fd())) {
+        Err(_) if cg_fd.is_some() => clone(CloneFlags::empty(), None).map(|f| (f, false)),
+        r => r.map(|f| (f, cg_fd.is_some())),
+    };
+    if let Some(f) = saved_pid {
+        let _ = setns(f, CloneFlags::CLONE_NEWPID);
+    }
+    if let Some(f) = saved_time {
+        let _ = setns(f, CloneFlags::from_bits_retain(libc::CLONE_NEWTIME));
+    }
+    let (forked, in_cgroup) = forked?;
+    let pid = match forked {
+        Forked::Child => {
+            drop(parent_chan);
+            child(
+                &ns,
+                &opts.process,
+                terminal,
+                filter,
+                opts.preserve_fds,
+                &child_chan,
+            )
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(child_chan);
+    let fail = |e: Error| {
+        let p = nix::unistd::Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(p, None);
+        e
+    };
+    if !in_cgroup {
+        if let Some(cg) = &st.cgroup {
+            cg.add_pid(pid).map_err(|e| fail(e.into()))?;
+        }
+    }
+    parent_chan.send(&Msg::Proceed).map_err(fail)?;
+    loop {
+        match parent_chan.recv().map_err(fail)? {
+            None => {
+                return Err(fail(Error::Other(
+                    "exec: the process exited before it was ready".into(),
+                )))
+            }
+            Some((Msg::ConsoleFd, Some(fd))) => {
+                let sock = opts.console_socket.as_ref().expect("checked");
+                tty::send_to_console_socket(sock, fd.as_fd()).map_err(fail)?;
+            }
+            Some((Msg::Ready { warnings }, _)) => {
+                for w in warnings {
+                    super::warn(&w);
+                }
+                break;
+            }
+            Some((Msg::Error(e), _)) => return Err(fail(Error::Other(e))),
+            Some((m, _)) => {
+                return Err(fail(Error::Other(format!(
+                    "protocol error: unexpected {m:?}"
+                ))))
+            }
+        }
+    }
+    if let Some(pf) = &opts.pid_file {
+        super::create::write_pid_file(pf, pid)?;
+    }
+    // Wait until the program is exec'd (EOF) or failed to exec (an error message).
+    match parent_chan.recv() {
+        Ok(Some((Msg::Error(e), _))) => Err(Error::Other(e)),
+        _ => Ok(pid),
+    }
+}
+
+fn child(
+    ns: &[(LinuxNamespaceType, OwnedFd)],
+    process: &Process,
+    terminal: bool,
+    filter: Option<Filter>,
+    preserve_fds: i32,
+    chan: &Channel,
+) -> ! {
+    // SAFETY: prctl with integer arguments; see process::init for why (CVE-2019-5736 class).
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let r = (|| -> Result<std::convert::Infallible> {
+        chan.expect(Msg::Proceed)?;
+        for (t, fd) in ns {
+            if !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {
+                setns(fd, namespaces::flag(*t)).map_err(|e| {
+                    Error::Other(format!("join {} namespace: {e}", namespaces::proc_name(*t)))
+                })?;
+            }
+        }
+        nix::unistd::chdir("/").map_err(|e| Error::Other(format!("chdir /: {e}")))?;
+        // SAFETY: setsid has no preconditions.
+        unsafe { libc::setsid() };
+        if terminal {
+            let (master, _, slave) = tty::open_pty()?;
+            if let Some(sz) = process.console_size() {
+                tty::set_size(master.as_fd(), sz.height() as u16, sz.width() as u16);
+            }
+            tty::make_controlling(&slave)?;
+            chan.send_with_fd(&Msg::ConsoleFd, Some(master.as_fd()))?;
+        }
+        let denies = std::fs::read_to_string("/proc/self/setgroups")
+            .map(|s| s.trim() == "deny")
+            .unwrap_or(false);
+        let warnings = setup::apply_process_attributes(process, denies)?;
+        let program = setup::find_program(process)?;
+        setup::close_fds_on_exec(3 + preserve_fds);
+        chan.send(&Msg::Ready { warnings })?;
+        if let Some(f) = filter {
+            f.load()?;
+        }
+        Err(setup::exec(&program))
+    })();
+    let Err(e) = r;
+    let _ = chan.send(&Msg::Error(e.to_string()));
+    // SAFETY: _exit in the child skips the parent's destructors.
+    unsafe { libc::_exit(127) }
+}

@@ -1,0 +1,49 @@
+//! `kill`: signal the init, or with `--all` every process of the container's cgroup.
+
+use crate::state::{State, Status};
+use crate::{Error, Result};
+use nix::sys::signal::{kill as sys_kill, Signal};
+use nix::unistd::Pid;
+use std::path::Path;
+
+pub fn kill(root: &Path, id: &str, sig: Signal, all: bool) -> Result<()> {
+    let st = State::load(root, id)?;
+    let status = st.current_status();
+    if status == Status::Stopped {
+        return Err(Error::BadState {
+            id: id.into(),
+            status: status.to_string(),
+            op: "kill",
+            expected: "created, running or paused",
+        });
+    }
+    if all {
+        signal_all(&st, sig);
+        return Ok(());
+    }
+    sys_kill(Pid::from_raw(st.pid), sig)
+        .map_err(|e| Error::Other(format!("kill {id:?} (pid {}): {e}", st.pid)))?;
+    if status == Status::Paused && sig == Signal::SIGKILL {
+        // A frozen v1 cgroup keeps even SIGKILLed processes until it is thawed.
+        if let Some(cg) = &st.cgroup {
+            let _ = cg.thaw();
+        }
+    }
+    Ok(())
+}
+
+/// Signals the init and every process in the container's cgroup; thaws a frozen cgroup after a
+/// SIGKILL so the processes can die.
+pub fn signal_all(st: &State, sig: Signal) {
+    if st.init_alive() {
+        let _ = sys_kill(Pid::from_raw(st.pid), sig);
+    }
+    if let Some(cg) = &st.cgroup {
+        for pid in cg.pids().unwrap_or_default() {
+            let _ = sys_kill(Pid::from_raw(pid), sig);
+        }
+        if sig == Signal::SIGKILL {
+            let _ = cg.thaw();
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The container's init: what the cloned child does between `clone` and `execve`.
+//!
+//! It runs in the new namespaces, single-threaded, and reports every failure to the parent over
+//! the sync channel (`crate::sync`) so that `create` fails with the real reason. After `Ready` it
+//! waits on the start socket; `start` connects, and anything the init writes back on that
+//! connection is an error (the connection is close-on-exec: EOF means the program was exec'd).
+
+use super::setup;
+use crate::namespaces::Plan;
+use crate::seccomp::Filter;
+use crate::sync::{Channel, Msg};
+use crate::{hooks, rootfs, tty, Error, Result};
+use nix::sched::{unshare, CloneFlags};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// What the init needs, prepared by `create` before the clone.
+pub struct InitArgs<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub plan: &'a Plan,
+    /// Namespaces the init unshares itself (after joining those of `plan.join`).
+    pub unshare: CloneFlags,
+    /// Listening socket `start` connects to.
+    pub start_sock: OwnedFd,
+    pub no_pivot: bool,
+    /// Whether to create a pty and send its master to the parent.
+    pub terminal: bool,
+    pub seccomp: Option<Filter>,
+    pub preserve_fds: i32,
+    /// Whether the parent must run prestart/createRuntime hooks.
+    pub runtime_hooks: bool,
+    /// The state JSON handed to createContainer/startContainer hooks.
+    pub state_json: String,
+}
+
+/// Never returns: execs the container's program, or exits 1 after reporting the error.
+pub fn run(args: InitArgs<'_>, chan: Channel) -> ! {
+    // SAFETY: prctl with integer arguments. Not dumpable: other processes of the container
+    // cannot open /proc/<pid>/exe (the runtime binary) while this process is still the runtime
+    // (CVE-2019-5736 class). execve of the user's program restores the default.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    match init(args, &chan) {
+        Ok(never) => match never {},
+        Err((e, conn)) => {
+            let msg = e.to_string();
+            match conn {
+                Some(mut c) => {
+                    let _ = c.write_all(msg.as_bytes());
+                }
+                None => {
+                    let _ = chan.send(&Msg::Error(msg));
+                }
+            }
+            // SAFETY: _exit skips atexit handlers and destructors of the parent's copy of state.
+            unsafe { libc::_exit(1) }
+        }
+    }
+}
+
+enum Never {}
+
+type InitError = (Error, Option<std::os::unix::net::UnixStream>);
+
+fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError> {
+    let spec = a.spec;
+    let process = spec.process().as_ref().expect("validated: process present");
+    let e = |e: Error| (e, None);
+
+    chan.expect(Msg::Proceed).map_err(e)?;
+    a.plan
+        .join_types(&[
+            LinuxNamespaceType::User,
+            LinuxNamespaceType::Ipc,
+            LinuxNamespaceType::Uts,
+            LinuxNamespaceType::Network,
+            LinuxNamespaceType::Mount,
+        ])
+        .map_err(e)?;
+    if !a.unshare.is_empty() {
+        unshare(a.unshare).map_err(|err| {
+            e(Error::Other(format!(
+                "unshare namespaces {:?}: {err}",
+                a.unshare
+            )))
+        })?;
+        if a.unshare.contains(CloneFlags::CLONE_NEWUSER) {
+            chan.send(&Msg::Proceed).map_err(e)?; // ask for uid/gid maps
+            chan.expect(Msg::Proceed).map_err(e)?;
+        }
+    }
+    if a.plan.creates(LinuxNamespaceType::User) {
+        let root = nix::unistd::Uid::from_raw(0);
+        let _ = nix::unistd::setresgid(
+            nix::unistd::Gid::from_raw(0),
+            nix::unistd::Gid::from_raw(0),
+            nix::unistd::Gid::from_raw(0),
+        );
+        nix::unistd::setresuid(root, root, root).map_err(|err| {
+            e(Error::Other(format!(
+                "become root in the user namespace: {err}"
+            )))
+        })?;
+    }
+    a.plan
+        .join_types(&[LinuxNamespaceType::Cgroup])
+        .map_err(e)?;
+    if a.plan.creates(LinuxNamespaceType::Cgroup) {
+        unshare(CloneFlags::CLONE_NEWCGROUP)
+            .map_err(|err| e(Error::Other(format!("unshare cgroup namespace: {err}"))))?;
+    }
+    if a.runtime_hooks {
+        chan.send(&Msg::RuntimeHooks).map_err(e)?;
+        chan.expect(Msg::HooksDone).map_err(e)?;
+    }
+    if a.plan.creates(LinuxNamespaceType::Uts) {
+        if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
+            nix::unistd::sethostname(h)
+                .map_err(|err| e(Error::Other(format!("sethostname {h:?}: {err}"))))?;
+        }
+        if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
+            let c = std::ffi::CString::new(d).unwrap_or_default();
+            // SAFETY: setdomainname reads `len` bytes of a valid C string.
+            if unsafe { libc::setdomainname(c.as_ptr(), d.len()) } < 0 {
+                return Err(e(Error::Other(format!(
+                    "setdomainname {d:?}: {}",
+                    std::io::Error::last_os_error()
+                ))));
+            }
+        }
+    }
+
+    if a.plan.creates(LinuxNamespaceType::Mount) || a.plan.joins(LinuxNamespaceType::Mount) {
+        rootfs::prepare(spec, a.rootfs).map_err(|err| e(err.into()))?;
+        let state = &a.state_json;
+        let hooks_cfg = spec.hooks().as_ref();
+        hooks::run_all(
+            "createContainer",
+            hooks_cfg.and_then(|h| h.create_container().as_ref()),
+            state,
+        )
+        .map_err(|err| e(err.into()))?;
+        rootfs::pivot(a.rootfs, a.no_pivot).map_err(|err| e(err.into()))?;
+    } else {
+        return Err(e(Error::Other("a mount namespace is required".into())));
+    }
+
+    // SAFETY: setsid has no preconditions; it fails only if we already lead a group.
+    unsafe { libc::setsid() };
+    if a.terminal {
+        let (master, slave_path, slave) = tty::open_pty().map_err(e)?;
+        if let Some(sz) = process.console_size() {
+            tty::set_size(master.as_fd(), sz.height() as u16, sz.width() as u16);
+        }
+        rootfs::setup_console(&slave_path).map_err(|err| e(err.into()))?;
+        tty::make_controlling(&slave).map_err(e)?;
+        chan.send_with_fd(&Msg::ConsoleFd, Some(master.as_fd()))
+            .map_err(e)?;
+    }
+
+    write_sysctls(spec).map_err(e)?;
+    rootfs::finalize(spec).map_err(|err| e(err.into()))?;
+    setup::set_personality(spec).map_err(e)?;
+    let denies_setgroups = std::fs::read_to_string("/proc/self/setgroups")
+        .map(|s| s.trim() == "deny")
+        .unwrap_or(false);
+    let mut warnings = setup::apply_process_attributes(process, denies_setgroups).map_err(e)?;
+    let program = setup::find_program(process).map_err(e)?;
+
+    let mut seccomp = a.seccomp;
+    if seccomp.as_ref().is_some_and(|f| f.wants_listener()) {
+        let fd = seccomp
+            .take()
+            .expect("checked")
+            .load()
+            .map_err(|err| e(err.into()))?;
+        if let Some(fd) = fd {
+            chan.send_with_fd(&Msg::SeccompFd, Some(fd.as_fd()))
+                .map_err(e)?;
+        }
+    }
+    setup::close_fds_on_exec(3 + a.preserve_fds);
+    warnings.retain(|w| !w.is_empty());
+    chan.send(&Msg::Ready { warnings }).map_err(e)?;
+
+    // Wait for `start`.
+    let conn = loop {
+        // SAFETY: accept4 on our listening socket; the returned fd is owned below.
+        let fd = unsafe {
+            libc::accept4(
+                a.start_sock.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: a fresh descriptor from accept4.
+            break unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e(Error::Other(format!("wait for start: {err}"))));
+        }
+    };
+    drop(a.start_sock);
+    let mut byte = [0u8; 1];
+    let mut c = conn;
+    if c.read(&mut byte)
+        .map_err(|err| (Error::Other(format!("wait for start: {err}")), None))?
+        != 1
+    {
+        // SAFETY: `start` went away without releasing us; exit quietly.
+        unsafe { libc::_exit(1) };
+    }
+    let conn = Some(c);
+    let hooks_cfg = spec.hooks().as_ref();
+    if let Err(err) = hooks::run_all(
+        "startContainer",
+        hooks_cfg.and_then(|h| h.start_container().as_ref()),
+        &a.state_json,
+    ) {
+        return Err((err.into(), conn));
+    }
+    if let Some(f) = seccomp {
+        if let Err(err) = f.load() {
+            return Err((err.into(), conn));
+        }
+    }
+    Err((setup::exec(&program), conn))
+}
+
+/// `linux.sysctl`, written through the container's /proc.
+fn write_sysctls(spec: &Spec) -> Result<()> {
+    let Some(sysctls) = spec.linux().as_ref().and_then(|l| l.sysctl().as_ref()) else {
+        return Ok(());
+    };
+    for (k, v) in sysctls {
+        if k.contains("..") || k.contains('/') && k.contains('.') {
+            return Err(Error::Other(format!("sysctl {k:?}: invalid name")));
+        }
+        let path = format!("/proc/sys/{}", k.replace('.', "/"));
+        std::fs::write(&path, v).map_err(|err| Error::Other(format!("sysctl {k}={v}: {err}")))?;
+    }
+    Ok(())
+}

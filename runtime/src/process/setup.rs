@@ -1,0 +1,205 @@
+//! The last steps before execve, shared by a container's init and by `exec`: process
+//! attributes (rlimits, no_new_privs, capabilities, user, umask, cwd) and finding the program.
+
+use crate::{capabilities, rlimits, Error, Result};
+use oci_spec::runtime::{LinuxCapabilities, LinuxPersonalityDomain, Process, Spec};
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The program to exec, with its argv and envp.
+pub struct Program {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+fn cstr(s: &str, what: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| Error::Other(format!("{what} {s:?} contains a NUL byte")))
+}
+
+/// Finds `args[0]` (in `PATH` of the process env when it has no `/`), as runc does before it
+/// waits for `start`, so that "not found" is reported by `create`.
+pub fn find_program(process: &Process) -> Result<Program> {
+    let args = process.args().as_deref().unwrap_or_default();
+    let Some(arg0) = args.first() else {
+        return Err(Error::Other("process.args is empty".into()));
+    };
+    let env = process.env().as_deref().unwrap_or_default();
+    let path = if arg0.contains('/') {
+        PathBuf::from(arg0)
+    } else {
+        let search = env
+            .iter()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .unwrap_or(DEFAULT_PATH);
+        search
+            .split(':')
+            .map(|d| Path::new(if d.is_empty() { "." } else { d }).join(arg0))
+            .find(|p| is_executable(p))
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "exec: {arg0:?}: executable file not found in $PATH"
+                ))
+            })?
+    };
+    if !is_executable(&path) {
+        let why = match std::fs::metadata(&path) {
+            Err(e) => e.to_string(),
+            Ok(m) if m.is_dir() => "is a directory".into(),
+            Ok(_) => "permission denied".into(),
+        };
+        return Err(Error::Other(format!("exec: {arg0:?}: {why}")));
+    }
+    Ok(Program {
+        path: CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| Error::Other("program path has a NUL byte".into()))?,
+        argv: args
+            .iter()
+            .map(|a| cstr(a, "argument"))
+            .collect::<Result<_>>()?,
+        envp: env.iter().map(|e| cstr(e, "env")).collect::<Result<_>>()?,
+    })
+}
+
+fn is_executable(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access() reads a valid NUL-terminated path.
+    let ok = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+    ok && std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
+}
+
+/// `linux.personality`.
+pub fn set_personality(spec: &Spec) -> Result<()> {
+    let Some(p) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) else {
+        return Ok(());
+    };
+    let persona = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,
+        LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    // SAFETY: personality() takes a plain integer.
+    if unsafe { libc::personality(persona) } < 0 {
+        return Err(Error::Other(format!(
+            "personality: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// rlimits, no_new_privs, capabilities, uid/gid/groups, umask and cwd, in that order.
+/// Returns warnings for settings the host did not allow.
+pub fn apply_process_attributes(
+    process: &Process,
+    userns_denies_setgroups: bool,
+) -> Result<Vec<String>> {
+    let mut warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
+    if process.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+            return Err(Error::Other(format!(
+                "set no_new_privs: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    let empty = LinuxCapabilities::default();
+    let empty = clear_caps(empty);
+    let caps = process.capabilities().as_ref().unwrap_or(&empty);
+    capabilities::drop_bounding(caps)?;
+
+    let user = process.user();
+    if let Some(gids) = user.additional_gids() {
+        if !userns_denies_setgroups {
+            let gids: Vec<nix::unistd::Gid> = gids
+                .iter()
+                .map(|g| nix::unistd::Gid::from_raw(*g))
+                .collect();
+            nix::unistd::setgroups(&gids).map_err(|e| {
+                Error::Other(format!("setgroups {:?}: {e}", user.additional_gids()))
+            })?;
+        }
+    } else if !userns_denies_setgroups {
+        let _ = nix::unistd::setgroups(&[]);
+    }
+    // SAFETY: prctl with integer arguments: keep permitted caps across setuid.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let gid = nix::unistd::Gid::from_raw(user.gid());
+    nix::unistd::setresgid(gid, gid, gid)
+        .map_err(|e| Error::Other(format!("setgid {}: {e}", user.gid())))?;
+    let uid = nix::unistd::Uid::from_raw(user.uid());
+    nix::unistd::setresuid(uid, uid, uid)
+        .map_err(|e| Error::Other(format!("setuid {}: {e}", user.uid())))?;
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    capabilities::apply(caps)?;
+
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(user.umask().unwrap_or(0o022) as libc::mode_t) };
+    let cwd = process.cwd();
+    if let Err(e) = nix::unistd::chdir(cwd.as_path()) {
+        return Err(Error::Other(format!(
+            "chdir to cwd {cwd:?} set in config.json failed: {e}"
+        )));
+    }
+    if process
+        .apparmor_profile()
+        .as_ref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        warnings
+            .push("apparmorProfile ignored: berth-runtime does not apply AppArmor profiles".into());
+    }
+    Ok(warnings)
+}
+
+fn clear_caps(c: LinuxCapabilities) -> LinuxCapabilities {
+    let mut c = c;
+    c.set_bounding(None);
+    c.set_effective(None);
+    c.set_permitted(None);
+    c.set_inheritable(None);
+    c.set_ambient(None);
+    c
+}
+
+/// execve; returns only on failure.
+pub fn exec(p: &Program) -> Error {
+    let err = nix::unistd::execve(&p.path, &p.argv, &p.envp).unwrap_err();
+    Error::Other(format!("exec {:?}: {err}", p.path))
+}
+
+/// Marks every descriptor from `first` up as close-on-exec, so nothing of the caller's leaks into
+/// the container (CVE-2024-21626 class), and clears close-on-exec on `3..first` (`--preserve-fds`).
+pub fn close_fds_on_exec(first: i32) {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r < 0 {
+        if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in fds.into_iter().filter(|fd| *fd >= first) {
+                // SAFETY: setting FD_CLOEXEC on a descriptor number; harmless if it is closed.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+    for fd in 3..first {
+        // SAFETY: clearing FD_CLOEXEC on the preserved descriptors.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+}
