@@ -24,6 +24,7 @@ pub struct CreateOpts {
     pub console_socket: Option<PathBuf>,
     pub no_pivot: bool,
     pub preserve_fds: i32,
+    pub no_new_keyring: bool,
 }
 
 /// Undoes a half-done `create` unless disarmed.
@@ -167,6 +168,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
                 preserve_fds: opts.preserve_fds,
                 runtime_hooks,
                 state_json: state_json_creating(std::process::id() as i32),
+                keyring: (!opts.no_new_keyring).then(|| format!("_ses.{}", opts.id)),
             };
             init::run(args, child_chan)
         }

@@ -146,6 +146,7 @@ fn child(
 ) -> ! {
     // SAFETY: prctl with integer arguments; see process::init for why (CVE-2019-5736 class).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    setup::reset_signals();
     let r = (|| -> Result<std::convert::Infallible> {
         chan.expect(Msg::Proceed)?;
         for (t, fd) in ns {

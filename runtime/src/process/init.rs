@@ -34,6 +34,8 @@ pub struct InitArgs<'a> {
     pub runtime_hooks: bool,
     /// The state JSON handed to createContainer/startContainer hooks.
     pub state_json: String,
+    /// Name of the new session keyring (`None` with `--no-new-keyring`).
+    pub keyring: Option<String>,
 }
 
 /// Never returns: execs the container's program, or exits 1 after reporting the error.
@@ -42,6 +44,7 @@ pub fn run(args: InitArgs<'_>, chan: Channel) -> ! {
     // cannot open /proc/<pid>/exe (the runtime binary) while this process is still the runtime
     // (CVE-2019-5736 class). execve of the user's program restores the default.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    setup::reset_signals();
     match init(args, &chan) {
         Ok(never) => match never {},
         Err((e, conn)) => {
@@ -149,6 +152,9 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
 
     // SAFETY: setsid has no preconditions; it fails only if we already lead a group.
     unsafe { libc::setsid() };
+    if let Some(name) = &a.keyring {
+        join_session_keyring(name).map_err(e)?;
+    }
     if a.terminal {
         let (master, slave_path, slave) = tty::open_pty().map_err(e)?;
         if let Some(sz) = process.console_size() {
@@ -230,6 +236,22 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
         }
     }
     Err((setup::exec(&program), conn))
+}
+
+/// A new session keyring, so the container does not see the caller's keys (as runc does).
+/// Kernels without keyrings (ENOSYS) or that refuse it in a user namespace are fine.
+fn join_session_keyring(name: &str) -> Result<()> {
+    let c = std::ffi::CString::new(name).map_err(|_| Error::Other("keyring name has a NUL byte".into()))?;
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl(JOIN_SESSION_KEYRING, name) reads a valid C string.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) };
+    if r < 0 {
+        let err = std::io::Error::last_os_error();
+        if !matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EACCES | libc::EPERM | libc::EDQUOT)) {
+            return Err(Error::Other(format!("join session keyring: {err}")));
+        }
+    }
+    Ok(())
 }
 
 /// `linux.sysctl`, written through the container's /proc.

@@ -203,3 +203,16 @@ pub fn close_fds_on_exec(first: i32) {
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     }
 }
+
+/// Gives the new process a clean signal state: every signal unblocked and at its default action.
+/// The runtime blocks signals it forwards, and Rust ignores SIGPIPE; both survive execve.
+pub fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring the default disposition of a signal number.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
+}

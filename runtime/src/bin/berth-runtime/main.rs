@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod relay;
 
 use clap::Parser;
 use std::io::Write;

@@ -19,6 +19,7 @@ fn opts(root: &Path, a: &CreateArgs) -> CreateOpts {
         console_socket: a.console_socket.clone(),
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds,
+        no_new_keyring: a.no_new_keyring,
     }
 }
 
@@ -50,7 +51,28 @@ pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32>
         }
         forwarded.thread_block()?;
     }
+    // A terminal with nobody to hand it to: relay it ourselves.
+    let relay = if !detach && a.console_socket.is_none() && wants_terminal(a) {
+        Some(crate::relay::ConsoleSocket::new()?)
+    } else {
+        None
+    };
+    let mut a2 = a.clone();
+    if let Some(r) = &relay {
+        a2.console_socket = Some(r.path.clone());
+    }
+    let a = &a2;
     let st = create(root, a)?;
+    let master = match &relay {
+        Some(r) => match r.receive() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                let _ = container::delete::destroy(root, &st);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     if let Err(e) = container::start::start(root, &a.id) {
         let _ = container::delete::destroy(root, &st);
         return Err(e.into());
@@ -58,7 +80,14 @@ pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32>
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding(st.pid, &forwarded)?;
+    let code = match master {
+        Some(m) => {
+            let _raw = crate::relay::RawMode::enter();
+            crate::relay::sync_size(&m);
+            relay_and_wait(st.pid, &forwarded, &m)?
+        }
+        None => wait_forwarding(st.pid, &forwarded)?,
+    };
     let st = State::load(root, &a.id)?;
     if keep {
         let mut st = st;
@@ -70,18 +99,55 @@ pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32>
     Ok(code)
 }
 
+fn wants_terminal(a: &CreateArgs) -> bool {
+    berth_runtime::spec::load(&a.bundle).ok().and_then(|s| s.process().as_ref().and_then(|p| p.terminal())).unwrap_or(false)
+}
+
+/// Relays the terminal until the container exits; forwards signals (SIGWINCH resizes).
+fn relay_and_wait(pid: i32, forwarded: &SigSet, master: &std::os::fd::OwnedFd) -> Result<i32> {
+    use std::os::fd::AsRawFd;
+    let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let child = Pid::from_raw(pid);
+    let mut code = None;
+    crate::relay::copy_loop(master, sfd.as_raw_fd(), || {
+        while let Ok(Some(info)) = sfd.read_signal() {
+            match info.ssi_signo as i32 {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => crate::relay::sync_size(master),
+                s => {
+                    if let Ok(s) = Signal::try_from(s) {
+                        let _ = nix::sys::signal::kill(child, s);
+                    }
+                }
+            }
+        }
+        code = reap(child);
+        code.is_some()
+    });
+    match code {
+        Some(c) => Ok(c),
+        None => wait_forwarding(pid, forwarded),
+    }
+}
+
+fn reap(child: Pid) -> Option<i32> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(p, c)) if p == child => return Some(c),
+            Ok(WaitStatus::Signaled(p, s, _)) if p == child => return Some(128 + s as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
 fn wait_forwarding(pid: i32, forwarded: &SigSet) -> Result<i32> {
     let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC)?;
     let child = Pid::from_raw(pid);
     loop {
         // Reap first: the exit may have happened before the signalfd existed.
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(p, c)) if p == child => return Ok(c),
-                Ok(WaitStatus::Signaled(p, s, _)) if p == child => return Ok(128 + s as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue, // another child (a hook's leftover): reaped
-            }
+        if let Some(c) = reap(child) {
+            return Ok(c);
         }
         let Some(info) = sfd.read_signal()? else {
             continue;
