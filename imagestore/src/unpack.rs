@@ -509,38 +509,67 @@ impl Unpacker {
     }
 
     /// Opens a directory inside the root, creating missing components (0755 root:root).
+    /// A component that is a symlink to a missing directory is followed (inside the root)
+    /// and the directories it names are created, as containerd and docker do.
     fn ensure_dir(&mut self, comps: &[&[u8]]) -> Result<Rc<OwnedFd>, DirError> {
-        match self.open_dir(comps) {
+        let owned: Vec<Vec<u8>> = comps.iter().map(|c| c.to_vec()).collect();
+        self.ensure_dir_depth(owned, 0)
+    }
+
+    fn ensure_dir_depth(
+        &mut self,
+        comps: Vec<Vec<u8>>,
+        depth: u32,
+    ) -> Result<Rc<OwnedFd>, DirError> {
+        let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
+        match self.open_dir(&refs) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(DirError::NotDir),
             Err(e) => return Err(DirError::Io(e)),
         }
+        if depth > 40 {
+            return Err(DirError::Io(io::Error::from_raw_os_error(libc::ELOOP)));
+        }
         let mut parent = self.root.clone();
-        for i in 0..comps.len() {
-            match self.open_dir(&comps[..=i]) {
-                Ok(fd) => parent = fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    match rfs::mkdirat(
-                        &*parent,
-                        OsStr::from_bytes(comps[i]),
-                        Mode::from_raw_mode(0o755),
-                    ) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(DirError::Io(e.into())),
-                    }
-                    // Resolve again from the root: the name may be a dangling symlink that
-                    // mkdirat refused (EEXIST), which must still resolve inside the root.
-                    parent = self.open_dir(&comps[..=i]).map_err(|e| {
-                        if e.raw_os_error() == Some(libc::ENOTDIR) {
-                            DirError::NotDir
-                        } else {
-                            DirError::Io(e)
-                        }
-                    })?;
+        for i in 0..refs.len() {
+            match self.open_dir(&refs[..=i]) {
+                Ok(fd) => {
+                    parent = fd;
+                    continue;
                 }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(DirError::NotDir),
                 Err(e) => return Err(DirError::Io(e)),
+            }
+            let name = OsStr::from_bytes(refs[i]);
+            match rfs::mkdirat(&*parent, name, Mode::from_raw_mode(0o755)) {
+                Ok(()) => {
+                    parent = self.open_dir(&refs[..=i]).map_err(DirError::Io)?;
+                }
+                Err(Errno::EXIST) => {
+                    // A dangling symlink: rewrite the path through its target and start over.
+                    let target = rfs::readlinkat(&*parent, name, Vec::new())
+                        .map_err(|e| DirError::Io(e.into()))?;
+                    let target = target.as_bytes();
+                    let mut next: Vec<Vec<u8>> = if target.starts_with(b"/") {
+                        Vec::new()
+                    } else {
+                        comps[..i].to_vec()
+                    };
+                    for c in target.split(|&b| b == b'/') {
+                        match c {
+                            b"" | b"." => {}
+                            b".." => {
+                                next.pop();
+                            }
+                            c => next.push(c.to_vec()),
+                        }
+                    }
+                    next.extend(comps[i + 1..].iter().cloned());
+                    return self.ensure_dir_depth(next, depth + 1);
+                }
+                Err(e) => return Err(DirError::Io(e.into())),
             }
         }
         Ok(parent)
