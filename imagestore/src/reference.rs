@@ -114,6 +114,11 @@ impl Reference {
     }
 }
 
+/// Host part of a `host[:port]` registry name.
+pub(crate) fn split_host(registry: &str) -> &str {
+    split_port(registry).0
+}
+
 fn split_port(registry: &str) -> (&str, Option<&str>) {
     if let Some(rest) = registry.strip_prefix('[') {
         // [v6addr]:port

@@ -1,0 +1,56 @@
+//! The crate's error type: one variant per module error, plus the pull error that names the
+//! image.
+
+use crate::content::ContentError;
+use crate::manifest::ManifestError;
+use crate::metadata::MetadataError;
+use crate::reference::ReferenceError;
+use crate::registry::RegistryError;
+use crate::snapshot::SnapshotError;
+use crate::unpack::UnpackError;
+
+/// Any error of the image store. Messages are one line and name the image, digest or path.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    #[error("pull {image}: {cause}")]
+    Pull { image: String, cause: PullCause },
+    #[error("image {0:?} not found")]
+    ImageNotFound(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Why a pull failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PullCause {
+    #[error("registry: {0}")]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("layer {layer}: {source}")]
+    Unpack { layer: String, source: UnpackError },
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("image is for {found}, not {wanted}")]
+    WrongPlatform { found: String, wanted: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,301 @@
+//! The metadata database (`<root>/meta.db`, redb): image names and snapshot records.
+//!
+//! ```text
+//! schema v1 (table "meta", key "schema_version")
+//!   meta       "schema_version" -> 1, "next_snapshot_id" -> n      (JSON numbers)
+//!   images     image name (normalized reference) -> ImageRecord   (JSON)
+//!   snapshots  snapshot key (chain ID or caller's key) -> SnapshotRecord (JSON)
+//! ```
+//!
+//! Blobs are not listed: what an image references (index, manifest, config, layers) is in its
+//! record, and [`crate::Store::gc`] derives the set of live blobs and snapshots from images and
+//! active snapshots. redb allows one writer at a time and locks the file, so one process (berthd)
+//! owns a store; every write here is one transaction, committed durably.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::manifest::Platform;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
+const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const SCHEMA_VERSION: u64 = 1;
+
+/// Errors of the metadata database.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("metadata database: {0}")]
+    Db(String),
+    #[error("metadata record {key:?} is corrupt: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("metadata database has schema version {0}; this build knows {SCHEMA_VERSION}")]
+    Schema(u64),
+}
+
+fn db_err(e: impl Into<redb::Error>) -> MetadataError {
+    MetadataError::Db(e.into().to_string())
+}
+
+/// An image: a name pointing at a manifest, and what that manifest references.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Normalized reference, e.g. `127.0.0.1:5000/library/nginx:latest`.
+    pub name: String,
+    /// Digest of the platform manifest.
+    pub manifest: Digest,
+    /// Digest of the index / manifest list the manifest was selected from, if any.
+    pub index: Option<Digest>,
+    pub media_type: String,
+    pub config: Digest,
+    /// Compressed layer blobs, base first.
+    pub layers: Vec<Digest>,
+    /// Snapshot keys (chain IDs), base first; the last one is the image's root filesystem.
+    pub chain_ids: Vec<Digest>,
+    pub platform: Platform,
+    /// Sum of config and compressed layer sizes, as the manifest states them.
+    pub size: u64,
+    /// `created` from the image config (RFC 3339), if it has one.
+    pub created: Option<String>,
+    /// When this name was last set here (seconds since the epoch).
+    pub updated_unix: u64,
+}
+
+impl ImageRecord {
+    /// Every blob this image needs kept.
+    pub fn blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.index
+            .iter()
+            .chain([&self.manifest, &self.config])
+            .chain(&self.layers)
+    }
+}
+
+/// What kind of snapshot a record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotKind {
+    /// Read-only, complete (an unpacked layer).
+    Committed,
+    /// Writable: has an upper and a work dir (a container's root filesystem).
+    Active,
+    /// Read-only view of a committed chain.
+    View,
+}
+
+/// One snapshot: a directory `<root>/snapshots/<id>` and its parent chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: u64,
+    pub kind: SnapshotKind,
+    pub parent: Option<String>,
+    pub created_unix: u64,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Metadata {
+    db: Arc<redb::Database>,
+}
+
+impl std::fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metadata")
+    }
+}
+
+fn decode<T: DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, MetadataError> {
+    serde_json::from_slice(v).map_err(|source| MetadataError::Corrupt {
+        key: key.to_string(),
+        source,
+    })
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("metadata records always serialize")
+}
+
+pub(crate) fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Metadata {
+    /// Opens or creates `path`. Fails if another process has it open.
+    pub fn open(path: &Path) -> Result<Self, MetadataError> {
+        let db = redb::Database::create(path).map_err(db_err)?;
+        let txn = db.begin_write().map_err(db_err)?;
+        {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let version = match meta.get("schema_version").map_err(db_err)? {
+                Some(v) => Some(decode::<u64>("schema_version", v.value())?),
+                None => None,
+            };
+            match version {
+                None => {
+                    meta.insert("schema_version", encode(&SCHEMA_VERSION).as_slice())
+                        .map_err(db_err)?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(v) => return Err(MetadataError::Schema(v)),
+            }
+            txn.open_table(IMAGES).map_err(db_err)?;
+            txn.open_table(SNAPSHOTS).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    fn get<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(table).map_err(db_err)?;
+        match t.get(key).map_err(db_err)? {
+            Some(v) => Ok(Some(decode(key, v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(table).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value().to_string(), decode(k.value(), v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// The image record for `name`.
+    pub fn image(&self, name: &str) -> Result<Option<ImageRecord>, MetadataError> {
+        self.get(IMAGES, name)
+    }
+
+    /// All images, by name.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, MetadataError> {
+        Ok(self.list(IMAGES)?.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// Creates or replaces the image named `rec.name`.
+    pub fn put_image(&self, rec: &ImageRecord) -> Result<(), MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(IMAGES)
+            .map_err(db_err)?
+            .insert(rec.name.as_str(), encode(rec).as_slice())
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Removes an image name; returns the record it had.
+    pub fn remove_image(&self, name: &str) -> Result<Option<ImageRecord>, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let old = {
+            let mut t = txn.open_table(IMAGES).map_err(db_err)?;
+            let old = t.remove(name).map_err(db_err)?;
+            match old {
+                Some(v) => Some(decode::<ImageRecord>(name, v.value())?),
+                None => None,
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(old)
+    }
+
+    /// The snapshot record for `key`.
+    pub fn snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>, MetadataError> {
+        self.get(SNAPSHOTS, key)
+    }
+
+    /// All snapshots, by key.
+    pub fn snapshots(&self) -> Result<Vec<(String, SnapshotRecord)>, MetadataError> {
+        self.list(SNAPSHOTS)
+    }
+
+    /// Allocates the next snapshot directory number (never reused).
+    pub fn next_snapshot_id(&self) -> Result<u64, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let id = {
+            let mut meta = txn.open_table(META).map_err(db_err)?;
+            let id = match meta.get("next_snapshot_id").map_err(db_err)? {
+                Some(v) => decode::<u64>("next_snapshot_id", v.value())?,
+                None => 1,
+            };
+            meta.insert("next_snapshot_id", encode(&(id + 1)).as_slice())
+                .map_err(db_err)?;
+            id
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(id)
+    }
+
+    /// Inserts a snapshot record unless the key exists; returns false if it did.
+    pub fn insert_snapshot(&self, key: &str, rec: &SnapshotRecord) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let inserted = {
+            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            if t.get(key).map_err(db_err)?.is_some() {
+                false
+            } else {
+                t.insert(key, encode(rec).as_slice()).map_err(db_err)?;
+                true
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(inserted)
+    }
+
+    /// Replaces snapshot `old` by `new` (used by commit). Fails if `new` exists.
+    pub fn rename_snapshot(
+        &self,
+        old: &str,
+        new: &str,
+        rec: &SnapshotRecord,
+    ) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let ok = {
+            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            if t.get(new).map_err(db_err)?.is_some() {
+                false
+            } else {
+                t.remove(old).map_err(db_err)?;
+                t.insert(new, encode(rec).as_slice()).map_err(db_err)?;
+                true
+            }
+        };
+        if ok {
+            txn.commit().map_err(db_err)?;
+        }
+        Ok(ok)
+    }
+
+    /// Removes a snapshot record.
+    pub fn remove_snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let old = {
+            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            let old = t.remove(key).map_err(db_err)?;
+            match old {
+                Some(v) => Some(decode::<SnapshotRecord>(key, v.value())?),
+                None => None,
+            }
+        };
+        txn.commit().map_err(db_err)?;
+        Ok(old)
+    }
+}
