@@ -212,7 +212,7 @@ async fn fetch_blob_locked(
     r: &Reference,
     desc: &Descriptor,
 ) -> Result<u64, PullCause> {
-    let lock = inner.key_lock(&desc.digest.to_string());
+    let lock = inner.key_lock(&format!("blob:{}", desc.digest));
     let _held = lock.lock().await;
     if inner.content.exists(&desc.digest).await {
         return Ok(0);
@@ -234,7 +234,7 @@ async fn layer_task(
     parent: Option<Digest>,
 ) -> Result<(u64, bool), PullCause> {
     let key = chain.to_string();
-    let lock = inner.key_lock(&key);
+    let lock = inner.key_lock(&format!("snapshot:{key}"));
     let _held = lock.lock().await;
     let snaps = inner.snapshots.clone();
     let k = key.clone();

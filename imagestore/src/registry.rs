@@ -29,8 +29,11 @@ impl From<oci_client::errors::OciDistributionError> for RegistryError {
         let mut msg = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
+            let s_msg = s.to_string();
+            if !msg.contains(&s_msg) {
+                msg.push_str(": ");
+                msg.push_str(&s_msg);
+            }
             src = s.source();
         }
         RegistryError(msg.replace(['\n', '\r'], " "))
