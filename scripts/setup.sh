@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Make this machine ready to build and test berth. Idempotent, and fast when all is present.
+#
+#   scripts/setup.sh            (as root; Debian bookworm)
+#
+# 1. Debian packages: the peers the tests compare with (runc, crun, podman, containerd, skopeo,
+#    umoci, CNI plugins, iptables), build needs (libseccomp-dev, pkg-config, protobuf-compiler)
+#    and tools (hyperfine, jq, busybox-static, docker-registry, curl). apt runs only when
+#    something is missing.
+# 2. cargo-nextest (installed with `cargo install --locked` only when missing).
+# 3. The offline fixtures (busybox bundle, busybox/nginx/pause OCI layouts), built with
+#    ../shared/fixtures/build.sh into $BERTH_FIXTURES (default /var/cache/berth-fixtures),
+#    only when $BERTH_FIXTURES/fixtures.env is missing.
+#
+# ../shared is found beside the repository's root (CI clones the repo next to shared/);
+# BERTH_SHARED overrides it.
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SHARED=${BERTH_SHARED:-$(realpath -m "$ROOT/../shared")}
+FIXTURES=${BERTH_FIXTURES:-/var/cache/berth-fixtures}
+T0=$(date +%s)
+log() { printf '[setup +%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
+die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "must run as root (containers, cgroups, apt)"
+
+PKGS=(
+  runc crun podman containerd skopeo umoci          # peers the runtime is compared with / driven by
+  containernetworking-plugins iptables uidmap       # pod networking, user namespaces
+  libseccomp-dev pkg-config protobuf-compiler gcc   # build needs (libseccomp crate, CRI protos)
+  hyperfine jq busybox-static docker-registry curl  # benchmarks, scripts, fixtures
+  procps util-linux iproute2                        # pgrep, unshare/nsenter, ip
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "apt-get install ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+else
+  log "Debian packages present"
+fi
+
+export PATH="$HOME/.cargo/bin:$PATH"
+command -v cargo >/dev/null || die "cargo not found (install the Rust toolchain)"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "cargo install --locked cargo-nextest"
+  cargo install --locked cargo-nextest </dev/null
+else
+  log "cargo-nextest present"
+fi
+
+if [ -f "$FIXTURES/fixtures.env" ] && [ -f "$FIXTURES/busybox/bundle/config.json" ]; then
+  log "fixtures present in $FIXTURES"
+else
+  [ -x "$SHARED/fixtures/build.sh" ] || [ -f "$SHARED/fixtures/build.sh" ] \
+    || die "fixtures missing in $FIXTURES and no $SHARED/fixtures/build.sh (set BERTH_SHARED)"
+  log "building fixtures into $FIXTURES"
+  bash "$SHARED/fixtures/build.sh" "$FIXTURES" </dev/null
+fi
+log "ready (fixtures: $FIXTURES)"

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The project's test command (what CI runs, via .ci/run):
+#
+#   scripts/test.sh [extra cargo-nextest args…]        (as root)
+#
+# 1. scripts/setup.sh: Debian packages, cargo-nextest, fixtures (fast when present).
+# 2. The fixture registry on 127.0.0.1 (for imagestore's pull tests), started and filled if
+#    nothing listens on $BERTH_TEST_REGISTRY (default 127.0.0.1:5000), stopped at the end if
+#    this script started it.
+# 3. One debug build of every binary and test (`cargo build` in the dev profile, which is what
+#    nextest's test binaries use anyway; a release build would add ~2 min on 2 cores for a few ms
+#    per container start). BERTH_PROFILE=release builds and tests the release binary instead.
+# 4. `cargo nextest run --workspace --profile ci` (summary line at the end).
+# 5. Leftovers: fails if the run left a mount, cgroup or process of berth's behind that was not
+#    there before it.
+#
+# Environment: BERTH_FIXTURES (default /var/cache/berth-fixtures), BERTH_TEST_REGISTRY,
+# BERTH_RUNTIME (test another runtime, e.g. /usr/sbin/runc), BERTH_PROFILE (debug|release).
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+SHARED=${BERTH_SHARED:-$(realpath -m "$ROOT/../shared")}
+export BERTH_FIXTURES=${BERTH_FIXTURES:-/var/cache/berth-fixtures}
+export BERTH_FIXTURES_ENV=${BERTH_FIXTURES_ENV:-$BERTH_FIXTURES/fixtures.env}
+export BERTH_TEST_REGISTRY=${BERTH_TEST_REGISTRY:-127.0.0.1:5000}
+export BERTH_PROFILE=${BERTH_PROFILE:-debug}
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+T0=$(date +%s)
+log() { printf '[test +%ss] %s\n' "$(( $(date +%s) - T0 ))" "$*" >&2; }
+
+bash scripts/setup.sh </dev/null
+
+# ---------------------------------------------------------------- leftovers
+# What berth (or a test of it) might leave: mounts naming berth, cgroup directories below a
+# berth cgroup, processes of berth binaries or in a berth cgroup.
+leftovers() {
+  grep -h 'berth' /proc/mounts | grep -v -e ' /work' | sed 's/^/mount: /' || true
+  find /sys/fs/cgroup -mindepth 2 -type d \( -path '*/berth-test/*' -o -path '*/berth/*' -o -path '*/berth-bench*' \) \
+    2>/dev/null | sed 's/^/cgroup: /' || true
+  pgrep -a '^berth' | sed 's/^/process: /' || true
+  grep -l -e '/berth-test/' -e ':/berth/' /proc/[0-9]*/cgroup 2>/dev/null \
+    | sed 's|/proc/\([0-9]*\)/cgroup|process in a berth cgroup: \1|' || true
+}
+BEFORE=$(mktemp); AFTER=$(mktemp)
+leftovers | sort > "$BEFORE"
+[ -s "$BEFORE" ] && { log "already on this machine before the run (ignored):"; sed 's/^/  /' "$BEFORE" >&2; }
+
+# ---------------------------------------------------------------- registry
+REG_STARTED=
+REG_PORT=${BERTH_TEST_REGISTRY##*:}
+cleanup() {
+  if [ -n "$REG_STARTED" ]; then
+    FIXTURES_REGISTRY_PORT=$REG_PORT bash "$SHARED/fixtures/registry.sh" stop "$REG_STARTED" >/dev/null 2>&1 || true
+  fi
+  rm -f "$BEFORE" "$AFTER"
+}
+trap cleanup EXIT
+if (exec 3<>"/dev/tcp/127.0.0.1/$REG_PORT") 2>/dev/null; then
+  log "fixture registry already on 127.0.0.1:$REG_PORT"
+else
+  dir=/tmp/berth-reg-$REG_PORT
+  log "starting the fixture registry on 127.0.0.1:$REG_PORT ($dir)"
+  FIXTURES_REGISTRY_PORT=$REG_PORT bash "$SHARED/fixtures/registry.sh" start "$dir" </dev/null >&2
+  REG_STARTED=$dir
+  FIXTURES_REGISTRY_PORT=$REG_PORT bash "$SHARED/fixtures/registry.sh" push "$BERTH_FIXTURES" </dev/null >&2
+fi
+
+# ---------------------------------------------------------------- build + test
+BUILD=()
+[ "$BERTH_PROFILE" = release ] && BUILD=(--release)
+log "cargo build ${BUILD[*]} --workspace --bins"
+cargo build "${BUILD[@]}" --workspace --bins </dev/null
+log "cargo nextest run --workspace --profile ci"
+rc=0
+cargo nextest run --workspace --profile ci --no-tests=fail "$@" </dev/null || rc=$?
+
+# Parents the tests share (/berth-test in each hierarchy) are removed when empty.
+for d in /sys/fs/cgroup/*/berth-test /sys/fs/cgroup/berth-test; do
+  [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
+done
+
+leftovers | sort > "$AFTER"
+NEW=$(comm -13 "$BEFORE" "$AFTER" | grep -v 'registry' || true)
+if [ -n "$NEW" ]; then
+  echo "LEFTOVERS after the test run:" >&2
+  printf '  %s\n' "$NEW" | sed 's/^  /  /' >&2
+  [ "$rc" = 0 ] && rc=1
+else
+  log "no leftovers"
+fi
+log "done (exit $rc)"
+exit "$rc"

@@ -1,0 +1,235 @@
+//! Cgroups: the limits land in the host's cgroup files under `cgroupsPath`, the container sees
+//! them from inside, `update` changes them, and `delete` removes the cgroup everywhere.
+//!
+//! On this hybrid host the files are v1 (`/sys/fs/cgroup/<controller>/<cgroupsPath>/…`); on a
+//! pure v2 host the v2 names are checked instead.
+
+use berth_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+/// Starts `sleep 1000` with these resources and returns the context (running).
+fn running_with(name: &str, resources: serde_json::Value) -> Ctx {
+    let t = Ctx::new(name);
+    let mut spec = t.spec().args(&["sleep", "1000"]);
+    for (k, v) in resources.as_object().unwrap() {
+        spec = spec.resources(k, v.clone());
+    }
+    t.write_spec(&spec);
+    t.run_detached().assert_ok();
+    t
+}
+
+fn finish(t: Ctx) {
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn memory_limit_host_and_inside() {
+    let t = running_with(
+        "mem",
+        json!({"memory": {"limit": 67108864, "reservation": 33554432}}),
+    );
+    if cgroup_v2_only() {
+        assert_eq!(t.cgroup_value(&t.id, "memory", "memory.max"), "67108864");
+        assert_eq!(t.cgroup_value(&t.id, "memory", "memory.low"), "33554432");
+    } else {
+        assert_eq!(
+            t.cgroup_value(&t.id, "memory", "memory.limit_in_bytes"),
+            "67108864"
+        );
+        assert_eq!(
+            t.cgroup_value(&t.id, "memory", "memory.soft_limit_in_bytes"),
+            "33554432"
+        );
+        // Inside: the container's cgroup is the one with the limit, seen through its own
+        // /sys/fs/cgroup mount.
+        let out = t.exec(&[
+            "sh",
+            "-c",
+            "grep memory /proc/self/cgroup; cat /sys/fs/cgroup/memory/memory.limit_in_bytes",
+        ]);
+        out.assert_ok();
+        let l: Vec<&str> = out.stdout.lines().collect();
+        assert!(l[0].ends_with(&Ctx::cgroups_path(&t.id)), "{out}");
+        assert_eq!(l[1], "67108864", "{out}");
+    }
+    finish(t);
+}
+
+#[test]
+fn init_is_in_the_cgroup_of_every_controller() {
+    let t = running_with("cg-procs", json!({}));
+    let pid = t.pid().to_string();
+    let controllers: &[&str] = if cgroup_v2_only() {
+        &["unified"]
+    } else {
+        &[
+            "memory", "pids", "cpu", "cpuset", "freezer", "devices", "blkio",
+        ]
+    };
+    for c in controllers {
+        let procs = t.cgroup_value(&t.id, c, "cgroup.procs");
+        assert!(procs.lines().any(|p| p == pid), "{c}: {pid} not in {procs}");
+    }
+    finish(t);
+}
+
+#[test]
+fn oom_kill_at_memory_limit() {
+    let t = Ctx::new("oom-kill");
+    // Fill a tmpfs beyond the limit: shmem is charged to the cgroup.
+    let spec = t
+        .spec()
+        .resources("memory", json!({"limit": 33554432, "swap": 33554432}))
+        .mount("/big", "tmpfs", "tmpfs", &["size=128m"])
+        .set("/root/path", json!(t.writable_rootfs()))
+        .sh("dd if=/dev/zero of=/big/f bs=1M count=100 2>/dev/null; tail -c 1 /big/f > /dev/null; i=0; x=x; while [ $i -lt 30 ]; do x=$x$x; i=$((i+1)); done");
+    t.write_spec(&spec);
+    let out = t.run();
+    assert_ne!(out.code, 0, "should have been OOM-killed: {out}");
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn pids_limit() {
+    let t = running_with("pids", json!({"pids": {"limit": 10}}));
+    assert_eq!(t.cgroup_value(&t.id, "pids", "pids.max"), "10");
+    let out = t.exec(&[
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 5 & done; wait",
+    ]);
+    assert!(
+        out.stderr.contains("can't fork")
+            || out.stderr.contains("Resource temporarily unavailable"),
+        "{out}"
+    );
+    finish(t);
+}
+
+#[test]
+fn cpu_shares_quota_period() {
+    let t = running_with(
+        "cpu",
+        json!({"cpu": {"shares": 512, "quota": 50000, "period": 100000}}),
+    );
+    if cgroup_v2_only() {
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.max"), "50000 100000");
+    } else {
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.shares"), "512");
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.cfs_period_us"), "100000");
+    }
+    finish(t);
+}
+
+#[test]
+fn cpuset_cpus_inside() {
+    let t = running_with("cpuset", json!({"cpu": {"cpus": "0", "mems": "0"}}));
+    let out = t.exec(&["sh", "-c", "grep Cpus_allowed_list /proc/self/status"]);
+    out.assert_ok();
+    assert_eq!(
+        status_field(&out.stdout, "Cpus_allowed_list"),
+        Some("0"),
+        "{out}"
+    );
+    finish(t);
+}
+
+#[test]
+fn update_changes_limits() {
+    let t = running_with(
+        "update",
+        json!({"memory": {"limit": 67108864}, "pids": {"limit": 50}}),
+    );
+    t.cmd(&[
+        "update",
+        "--memory",
+        "134217728",
+        "--pids-limit",
+        "60",
+        &t.id,
+    ])
+    .assert_ok();
+    let (mem, file) = if cgroup_v2_only() {
+        ("memory", "memory.max")
+    } else {
+        ("memory", "memory.limit_in_bytes")
+    };
+    assert_eq!(t.cgroup_value(&t.id, mem, file), "134217728");
+    assert_eq!(t.cgroup_value(&t.id, "pids", "pids.max"), "60");
+    let res = t.path("res.json");
+    std::fs::write(&res, json!({"pids": {"limit": 70}}).to_string()).unwrap();
+    t.cmd(&["update", "--resources", res.to_str().unwrap(), &t.id])
+        .assert_ok();
+    assert_eq!(t.cgroup_value(&t.id, "pids", "pids.max"), "70");
+    finish(t);
+}
+
+#[test]
+fn devices_cgroup_denies_unlisted_device() {
+    let t = Ctx::new("devices-deny");
+    // The device node exists, but the cgroup denies it: EPERM. (Were it allowed, opening this
+    // driverless number would give ENXIO instead.)
+    let spec = t
+        .spec()
+        .push("/linux/devices", json!({"path": "/dev/berthdev", "type": "c", "major": 240, "minor": 0, "fileMode": 438}))
+        .push("/linux/resources/devices", json!({"allow": false, "type": "c", "major": 240, "minor": 0, "access": "rwm"}))
+        .sh("head -c 1 /dev/berthdev");
+    t.write_spec(&spec);
+    let out = t.run();
+    out.assert_failed();
+    assert!(out.stderr.contains("not permitted"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn devices_cgroup_allows_listed_device() {
+    let t = Ctx::new("devices-allow");
+    let spec = t
+        .spec()
+        .push("/linux/devices", json!({"path": "/dev/berthdev", "type": "c", "major": 240, "minor": 0, "fileMode": 438}))
+        .push("/linux/resources/devices", json!({"allow": true, "type": "c", "major": 240, "minor": 0, "access": "rwm"}))
+        .sh("head -c 1 /dev/berthdev");
+    t.write_spec(&spec);
+    let out = t.run();
+    out.assert_failed();
+    assert!(out.stderr.contains("No such device"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn events_stats() {
+    let t = running_with("events", json!({"pids": {"limit": 30}}));
+    let out = t.cmd(&["events", "--stats", &t.id]);
+    out.assert_ok();
+    let ev = out.json();
+    assert_eq!(ev["type"], "stats", "{ev}");
+    assert_eq!(ev["id"], t.id.as_str(), "{ev}");
+    assert!(
+        ev["data"]["pids"]["current"].as_u64().unwrap_or(0) >= 1,
+        "{ev}"
+    );
+    assert_eq!(ev["data"]["pids"]["limit"], 30, "{ev}");
+    assert!(
+        ev["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0) > 0,
+        "{ev}"
+    );
+    finish(t);
+}
+
+#[test]
+fn delete_removes_cgroup_everywhere() {
+    let t = running_with("cg-delete", json!({"memory": {"limit": 67108864}}));
+    assert!(!find_dirs_named(std::path::Path::new("/sys/fs/cgroup"), &t.id).is_empty());
+    t.kill("KILL").assert_ok();
+    t.wait_status("stopped", Duration::from_secs(5));
+    t.delete().assert_ok();
+    assert_eq!(
+        find_dirs_named(std::path::Path::new("/sys/fs/cgroup"), &t.id),
+        Vec::<std::path::PathBuf>::new()
+    );
+    t.assert_no_leftovers(&t.id);
+}

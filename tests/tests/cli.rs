@@ -1,0 +1,236 @@
+//! The command line beyond the lifecycle verbs: spec, features, list, version, help, logs.
+
+use berth_tests::*;
+use std::time::Duration;
+
+fn raw(t: &Ctx, args: &[&str]) -> Output {
+    let a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    t.rt.raw(&a, CMD_TIMEOUT, &[])
+}
+
+#[test]
+fn spec_writes_a_default_config() {
+    let t = Ctx::new("spec");
+    let dir = t.path("specdir");
+    std::fs::create_dir_all(&dir).unwrap();
+    t.cmd(&["spec", "--bundle", dir.to_str().unwrap()])
+        .assert_ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert!(v["ociVersion"].as_str().unwrap().starts_with("1."));
+    assert_eq!(v["process"]["args"], serde_json::json!(["sh"]));
+    assert_eq!(v["root"]["path"], "rootfs");
+    assert!(v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "mount"));
+    // A second spec refuses to overwrite.
+    t.cmd(&["spec", "--bundle", dir.to_str().unwrap()])
+        .assert_failed();
+}
+
+#[test]
+fn spec_rootless_has_a_user_namespace() {
+    let t = Ctx::new("spec-rootless");
+    let dir = t.path("specdir");
+    std::fs::create_dir_all(&dir).unwrap();
+    t.cmd(&["spec", "--rootless", "--bundle", dir.to_str().unwrap()])
+        .assert_ok();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert!(v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["type"] == "user"));
+    assert!(v["linux"]["uidMappings"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+}
+
+#[test]
+fn spec_output_runs_on_the_fixture() {
+    let t = Ctx::new("spec-run");
+    t.cmd(&["spec", "--bundle", t.bundle.to_str().unwrap()])
+        .assert_ok();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.bundle.join("config.json")).unwrap())
+            .unwrap();
+    v["root"]["path"] = busybox_rootfs().to_str().unwrap().into();
+    v["process"]["terminal"] = false.into();
+    v["process"]["args"] = serde_json::json!(["true"]);
+    v["linux"]["cgroupsPath"] = Ctx::cgroups_path(&t.id).into();
+    t.write_spec(&Spec(v));
+    t.run().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn features_document() {
+    let t = Ctx::new("features");
+    let out = t.cmd(&["features"]);
+    out.assert_ok();
+    let f = out.json();
+    assert!(f["ociVersionMin"].as_str().is_some(), "{f}");
+    assert!(f["ociVersionMax"].as_str().is_some(), "{f}");
+    let hooks: Vec<&str> = f["hooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    for h in [
+        "prestart",
+        "createRuntime",
+        "createContainer",
+        "startContainer",
+        "poststart",
+        "poststop",
+    ] {
+        assert!(hooks.contains(&h), "hook {h}: {f}");
+    }
+    let ns: Vec<&str> = f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h.as_str())
+        .collect();
+    for n in ["pid", "network", "ipc", "uts", "mount", "user", "cgroup"] {
+        assert!(ns.contains(&n), "namespace {n}: {f}");
+    }
+    assert!(
+        f["mountOptions"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o == "rbind")),
+        "{f}"
+    );
+    assert!(
+        f["linux"]["capabilities"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|o| o == "CAP_SYS_ADMIN")),
+        "{f}"
+    );
+    assert_eq!(f["linux"]["seccomp"]["enabled"], true, "{f}");
+}
+
+#[test]
+fn list_table_json_quiet() {
+    let t = Ctx::new("list");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.create().assert_ok();
+    let out = t.cmd(&["list"]);
+    out.assert_ok();
+    let header = out.stdout.lines().next().unwrap_or("");
+    for col in ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"] {
+        assert!(header.contains(col), "{out}");
+    }
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&t.id))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        row.contains("created") && row.contains(t.bundle.to_str().unwrap()),
+        "{out}"
+    );
+
+    let out = t.cmd(&["list", "--format", "json"]);
+    out.assert_ok();
+    let v = out.json();
+    let c = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == t.id.as_str())
+        .unwrap();
+    assert_eq!(c["status"], "created");
+    assert_eq!(c["pid"].as_i64().unwrap() as i32, t.pid());
+
+    let out = t.cmd(&["list", "--quiet"]);
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), t.id);
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn list_of_empty_root() {
+    let t = Ctx::new("list-empty");
+    let out = t.cmd(&["list", "--format", "json"]);
+    out.assert_ok();
+    let v = out.json();
+    assert!(
+        v.is_null() || v.as_array().is_some_and(|a| a.is_empty()),
+        "{out}"
+    );
+}
+
+#[test]
+fn version_and_help() {
+    let t = Ctx::new("version");
+    let out = raw(&t, &["--version"]);
+    out.assert_ok();
+    assert!(out.stdout.contains("version"), "{out}");
+    assert!(
+        out.stdout.contains("spec: 1."),
+        "runc prints the spec version: {out}"
+    );
+    raw(&t, &["--help"]).assert_ok();
+    raw(&t, &["no-such-subcommand"]).assert_failed();
+}
+
+#[test]
+fn log_file_json_gets_the_error() {
+    // containerd and podman read errors from --log with --log-format json.
+    let t = Ctx::new("log-json");
+    let log = t.path("runtime.log");
+    let out = t.cmd(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        &t.id,
+    ]);
+    out.assert_failed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let last = text
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("empty log; {out}"));
+    let v: serde_json::Value =
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("log line not JSON ({e}): {last}"));
+    assert_eq!(v["level"], "error", "{v}");
+    assert!(v["msg"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+#[test]
+fn state_root_is_private_per_root_flag() {
+    let t = Ctx::new("root-flag");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.create().assert_ok();
+    assert!(
+        t.rt.root.join(&t.id).is_dir(),
+        "state lives under --root/<id>"
+    );
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn events_stream_stops_when_container_is_deleted() {
+    let t = Ctx::new("events-stream");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.run_detached().assert_ok();
+    let out = t.cmd(&["events", "--stats", &t.id]);
+    out.assert_ok();
+    t.delete_force().assert_ok();
+    let out = t.rt.cmd_with(
+        &["events", "--interval", "1s", &t.id],
+        Duration::from_secs(10),
+        &[],
+    );
+    out.assert_failed();
+    t.assert_no_leftovers(&t.id);
+}

@@ -1,0 +1,263 @@
+//! Bad input: each gives a non-zero exit, an error naming the problem, and leaves nothing behind.
+//!
+//! Error assertions check for the key noun (the id, "rootfs", "config", "signal", "hook"), not
+//! runc's wording; berth must also keep the error to one line (`assert_one_line_error`).
+
+use berth_tests::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[test]
+fn missing_rootfs() {
+    let t = Ctx::new("no-rootfs");
+    let missing = t.path("no-such-rootfs");
+    t.write_spec(&t.spec().set("/root/path", json!(missing.to_str().unwrap())));
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["rootfs"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn malformed_config_json() {
+    let t = Ctx::new("bad-json");
+    std::fs::write(
+        t.bundle.join("config.json"),
+        "{\"ociVersion\": \"1.0.2\", bad",
+    )
+    .unwrap();
+    t.run()
+        .assert_failed()
+        // runc says only "invalid character 'b' looking for ..."; berth names the file.
+        .assert_stderr_mentions(&["config", "invalid character"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn missing_config_json() {
+    let t = Ctx::new("no-config");
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["config.json"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn wrong_type_in_config_json() {
+    let t = Ctx::new("bad-type");
+    t.write_spec(&t.spec().set("/process/args", json!("not-an-array")));
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["args", "config", "unmarshal"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+/// Berth only: runc ignores unknown fields; berth rejects them and names the field.
+#[test]
+fn unknown_config_field_is_named() {
+    berth_only!();
+    let t = Ctx::new("unknown-field");
+    t.write_spec(&t.spec().set("/process/berthBogusField", json!(1)));
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["berthBogusField"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn unknown_id_for_every_verb() {
+    let t = Ctx::new("unknown-id");
+    for verb in [
+        &["state"][..],
+        &["start"],
+        &["kill"],
+        &["delete"],
+        &["pause"],
+        &["resume"],
+        &["ps"],
+        &["exec"],
+    ] {
+        let mut args: Vec<&str> = verb.to_vec();
+        args.push(&t.id);
+        if verb[0] == "exec" {
+            args.push("true");
+        }
+        let out = t.cmd(&args);
+        out.assert_failed()
+            // runc: "container does not exist"; berth also names the id.
+            .assert_stderr_mentions(&[&t.id, "does not exist", "not found"])
+            .assert_one_line_error();
+    }
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn delete_force_of_unknown_id_succeeds() {
+    // runc (and so containerd) treat `delete --force` of a missing container as done.
+    let t = Ctx::new("unknown-force");
+    t.delete_force().assert_ok();
+}
+
+#[test]
+fn duplicate_id() {
+    let t = Ctx::new("dup");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.create().assert_ok();
+    t.create()
+        .assert_failed()
+        .assert_stderr_mentions(&["exist", &t.id])
+        .assert_one_line_error();
+    // The first container is untouched.
+    assert_eq!(t.status(), "created");
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn invalid_container_id() {
+    let t = Ctx::new("bad-id");
+    t.write_spec(&t.spec());
+    for id in ["../escape", "a/b", ""] {
+        t.cmd(&["run", "--bundle", t.bundle.to_str().unwrap(), id])
+            .assert_failed();
+    }
+    assert!(!t.dir.join("escape").exists());
+    assert!(
+        std::fs::read_dir(&t.rt.root)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    );
+}
+
+#[test]
+fn invalid_signal() {
+    let t = Ctx::new("bad-signal");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.run_detached().assert_ok();
+    for sig in ["SIGFOO", "999", "-1"] {
+        t.kill(sig)
+            .assert_failed()
+            .assert_stderr_mentions(&["signal", sig])
+            .assert_one_line_error();
+    }
+    assert_eq!(t.status(), "running");
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn executable_not_found() {
+    let t = Ctx::new("no-exe");
+    t.write_spec(&t.spec().args(&["/no/such/binary"]));
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["/no/such/binary"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn executable_not_found_on_create() {
+    // The error comes from the init; `create` must report it, not `start`.
+    let t = Ctx::new("no-exe-create");
+    t.write_spec(&t.spec().args(&["no-such-command-in-path"]));
+    t.create()
+        .assert_failed()
+        .assert_stderr_mentions(&["no-such-command-in-path"]);
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn relative_cwd_is_rejected() {
+    let t = Ctx::new("rel-cwd");
+    t.write_spec(&t.spec().cwd("tmp"));
+    t.run().assert_failed().assert_stderr_mentions(&["cwd"]);
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn failing_prestart_hook() {
+    let t = Ctx::new("hook-fail");
+    t.write_spec(
+        &t.spec()
+            .hook("prestart", "/bin/false", &["false"], &[], None),
+    );
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["hook", "prestart"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn failing_create_runtime_hook() {
+    let t = Ctx::new("hook-fail-cr");
+    t.write_spec(&t.spec().hook(
+        "createRuntime",
+        "/bin/sh",
+        &["sh", "-c", "exit 3"],
+        &[],
+        None,
+    ));
+    t.create()
+        .assert_failed()
+        .assert_stderr_mentions(&["hook", "createRuntime"]);
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn missing_hook_binary() {
+    let t = Ctx::new("hook-missing");
+    t.write_spec(
+        &t.spec()
+            .hook("createRuntime", "/no/such/hook", &["hook"], &[], None),
+    );
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["hook", "/no/such/hook"]);
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn hanging_hook_times_out() {
+    let t = Ctx::new("hook-hang");
+    t.write_spec(&t.spec().hook(
+        "createRuntime",
+        "/bin/sleep",
+        &["sleep", "101"],
+        &[],
+        Some(1),
+    ));
+    let start = Instant::now();
+    let out = t.run();
+    let took = start.elapsed();
+    out.assert_failed()
+        .assert_stderr_mentions(&["hook", "timeout", "timed out"]);
+    assert!(
+        took < Duration::from_secs(20),
+        "hook timeout not enforced: {took:?}"
+    );
+    t.assert_no_leftovers(&t.id);
+    // The hook process itself is gone too.
+    std::thread::sleep(Duration::from_millis(200));
+    let left: Vec<_> = processes_mentioning(&["sleep 101"])
+        .into_iter()
+        .filter(|(pid, _)| process_alive(*pid))
+        .collect();
+    assert!(left.is_empty(), "hook still running: {left:?}");
+}
+
+#[test]
+fn bad_cgroup_resource_value() {
+    let t = Ctx::new("bad-cg");
+    // Below the kernel's minimum memory limit.
+    t.write_spec(&t.spec().resources("memory", json!({"limit": 4096})));
+    t.run().assert_failed();
+    t.assert_no_leftovers(&t.id);
+}

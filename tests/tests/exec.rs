@@ -1,0 +1,176 @@
+//! exec into a running container: same namespaces, exit codes, flags, process.json, ps.
+
+use berth_tests::*;
+use serde_json::json;
+use std::time::Duration;
+
+fn running(name: &str) -> Ctx {
+    let t = Ctx::new(name);
+    t.write_spec(&t.spec().hostname("exec-box").args(&["sleep", "1000"]));
+    t.run_detached().assert_ok();
+    t
+}
+
+fn finish(t: Ctx) {
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn exec_joins_the_containers_namespaces() {
+    let t = running("exec-ns");
+    let pid = t.pid();
+    let out = t.exec(&["sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; for n in pid mnt net; do readlink /proc/self/ns/$n; done"]);
+    out.assert_ok();
+    let l: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(l[0], "exec-box", "{out}");
+    assert_eq!(l[1].trim(), "sleep 1000", "{out}");
+    for (i, ns) in ["pid", "mnt", "net"].iter().enumerate() {
+        let want = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        assert_eq!(l.get(2 + i).copied(), want.to_str(), "{ns}: {out}");
+    }
+    finish(t);
+}
+
+#[test]
+fn exec_exit_code() {
+    let t = running("exec-exit");
+    assert_eq!(t.exec(&["sh", "-c", "exit 3"]).code, 3);
+    finish(t);
+}
+
+#[test]
+fn exec_env_cwd_user() {
+    let t = running("exec-flags");
+    let out = t.cmd(&[
+        "exec",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "--user",
+        "1000:1001",
+        &t.id,
+        "sh",
+        "-c",
+        "echo $FOO; pwd; id -u; id -g",
+    ]);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["bar", "/tmp", "1000", "1001"],
+        "{out}"
+    );
+    finish(t);
+}
+
+#[test]
+fn exec_process_json() {
+    let t = running("exec-process");
+    let p = t.path("process.json");
+    let mut process = t.spec().0["process"].clone();
+    process["args"] = json!(["sh", "-c", "echo $BAR; pwd"]);
+    process["env"] = json!(["PATH=/bin:/usr/bin", "BAR=from-json"]);
+    process["cwd"] = json!("/etc");
+    std::fs::write(&p, process.to_string()).unwrap();
+    let out = t.cmd(&["exec", "--process", p.to_str().unwrap(), &t.id]);
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        ["from-json", "/etc"],
+        "{out}"
+    );
+    finish(t);
+}
+
+#[test]
+fn exec_cap_adds_a_capability() {
+    let t = running("exec-cap");
+    let out = t.cmd(&[
+        "exec",
+        "--cap",
+        "CAP_SYS_ADMIN",
+        &t.id,
+        "grep",
+        "CapEff",
+        "/proc/self/status",
+    ]);
+    out.assert_ok();
+    let eff = u64::from_str_radix(status_field(&out.stdout, "CapEff").unwrap(), 16).unwrap();
+    assert!(eff & (1 << 21) != 0, "CAP_SYS_ADMIN missing: {out}");
+    finish(t);
+}
+
+#[test]
+fn exec_detach_with_pid_file() {
+    let t = running("exec-detach");
+    let pf = t.path("exec.pid");
+    t.cmd(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pf.to_str().unwrap(),
+        &t.id,
+        "sleep",
+        "999",
+    ])
+    .assert_ok();
+    let pid: i32 = std::fs::read_to_string(&pf)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_alive(pid));
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(cmdline.starts_with("sleep"), "{cmdline}");
+    finish(t);
+    assert!(
+        wait_gone(pid, Duration::from_secs(2)),
+        "exec'd process outlived delete --force"
+    );
+}
+
+#[test]
+fn exec_into_stopped_container_fails() {
+    let t = Ctx::new("exec-stopped");
+    t.write_spec(&t.spec());
+    t.create().assert_ok();
+    t.start().assert_ok();
+    t.wait_status("stopped", Duration::from_secs(5));
+    t.exec(&["true"])
+        .assert_failed()
+        .assert_stderr_mentions(&["stopped", "not running", &t.id]);
+    t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn exec_missing_binary_fails() {
+    let t = running("exec-missing");
+    t.exec(&["/no/such/exe"])
+        .assert_failed()
+        .assert_stderr_mentions(&["/no/such/exe"]);
+    assert_eq!(t.status(), "running");
+    finish(t);
+}
+
+#[test]
+fn ps_lists_container_processes() {
+    let t = running("ps");
+    let pid = t.pid();
+    let out = t.cmd(&["ps", "--format", "json", &t.id]);
+    out.assert_ok();
+    let pids: Vec<i64> = out
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_i64())
+        .collect();
+    assert!(pids.contains(&(pid as i64)), "{out}");
+    let out = t.cmd(&["ps", &t.id]);
+    out.assert_ok();
+    assert!(out.stdout.contains("PID"), "table header: {out}");
+    assert!(out.stdout.contains(&pid.to_string()), "{out}");
+    finish(t);
+}

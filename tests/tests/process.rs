@@ -1,0 +1,309 @@
+//! The container process: args, env, cwd, user, umask, capabilities, rlimits, no_new_privs,
+//! oom_score_adj, sysctl, fds and cwd that must not leak from the host.
+
+use berth_tests::*;
+use serde_json::json;
+
+fn run_sh(t: &Ctx, spec: Spec, script: &str) -> String {
+    t.write_spec(&spec.sh(script));
+    let out = t.run();
+    out.assert_ok();
+    t.assert_no_leftovers(&t.id);
+    out.stdout
+}
+
+#[test]
+fn args_are_passed_verbatim() {
+    let t = Ctx::new("args");
+    t.write_spec(&t.spec().args(&["/bin/echo", "a b", "", "$HOME", "c"]));
+    let out = t.run();
+    out.assert_ok();
+    assert_eq!(out.stdout, "a b  $HOME c\n");
+}
+
+#[test]
+fn env_is_exactly_the_specs() {
+    let t = Ctx::new("env");
+    let spec = t.spec().env("FOO=bar baz").env("EMPTY=");
+    t.write_spec(&spec.args(&["env"]));
+    let out = t.rt.cmd_with(
+        &["run", "--bundle", t.bundle.to_str().unwrap(), &t.id],
+        CMD_TIMEOUT,
+        &[("BERTH_LEAK", "1")],
+    );
+    out.assert_ok();
+    let mut env: Vec<&str> = out.stdout.lines().collect();
+    env.sort();
+    assert!(env.contains(&"FOO=bar baz"), "{out}");
+    assert!(env.contains(&"EMPTY="), "{out}");
+    assert!(env.contains(&"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
+    assert!(
+        !out.stdout.contains("BERTH_LEAK"),
+        "runtime env leaked: {out}"
+    );
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn cwd() {
+    let t = Ctx::new("cwd");
+    assert_eq!(run_sh(&t, t.spec().cwd("/tmp"), "pwd").trim(), "/tmp");
+}
+
+#[test]
+fn cwd_is_created_if_missing() {
+    let t = Ctx::new("cwd-create");
+    let spec = t.spec_writable().cwd("/does/not/exist");
+    assert_eq!(run_sh(&t, spec, "pwd").trim(), "/does/not/exist");
+}
+
+#[test]
+fn user_uid_gid_and_additional_gids() {
+    let t = Ctx::new("user");
+    let spec = t.spec().set(
+        "/process/user",
+        json!({"uid": 1000, "gid": 1001, "additionalGids": [10, 20]}),
+    );
+    let out = run_sh(&t, spec, "cat /proc/self/status");
+    assert_eq!(
+        status_field(&out, "Uid")
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1000"; 4]
+    );
+    assert_eq!(
+        status_field(&out, "Gid")
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1001"; 4]
+    );
+    let mut groups: Vec<&str> = status_field(&out, "Groups")
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    groups.sort();
+    assert_eq!(groups, ["10", "20"]);
+}
+
+#[test]
+fn non_root_user_cannot_write_root_owned_files() {
+    let t = Ctx::new("user-perm");
+    t.write_spec(
+        &t.spec_writable()
+            .user(1000, 1000)
+            .sh("echo x > /etc/passwd"),
+    );
+    let out = t.run();
+    out.assert_failed();
+    assert!(out.stderr.contains("Permission denied"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn umask() {
+    let t = Ctx::new("umask");
+    let spec = t
+        .spec()
+        .set("/process/user", json!({"uid": 0, "gid": 0, "umask": 0o077}));
+    assert_eq!(run_sh(&t, spec, "umask").trim(), "0077");
+}
+
+#[test]
+fn capability_sets_match_the_spec() {
+    let t = Ctx::new("caps");
+    // CAP_KILL = 5, CAP_NET_BIND_SERVICE = 10 -> 0x420.
+    let spec = t.spec().caps(&["CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    let out = run_sh(&t, spec, "grep ^Cap /proc/self/status");
+    for (set, want) in [
+        ("CapInh", "0000000000000420"),
+        ("CapPrm", "0000000000000420"),
+        ("CapEff", "0000000000000420"),
+        ("CapBnd", "0000000000000420"),
+        ("CapAmb", "0000000000000420"),
+    ] {
+        assert_eq!(status_field(&out, set), Some(want), "{set}: {out}");
+    }
+}
+
+#[test]
+fn separate_capability_sets() {
+    let t = Ctx::new("caps-sets");
+    let spec = t.spec().set(
+        "/process/capabilities",
+        json!({
+            "bounding": ["CAP_KILL", "CAP_CHOWN", "CAP_SYS_ADMIN"],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "effective": ["CAP_KILL"],
+            "inheritable": ["CAP_KILL"],
+            "ambient": []
+        }),
+    );
+    let out = run_sh(&t, spec, "grep ^Cap /proc/self/status");
+    // CHOWN=0 (0x1), KILL=5 (0x20), SYS_ADMIN=21 (0x200000). The process runs as uid 0, so
+    // the kernel's exec rules make effective = permitted whatever the spec's effective set.
+    for (set, want) in [
+        ("CapInh", "0000000000000020"),
+        ("CapPrm", "0000000000000021"),
+        ("CapEff", "0000000000000021"),
+        ("CapBnd", "0000000000200021"),
+        ("CapAmb", "0000000000000000"),
+    ] {
+        assert_eq!(status_field(&out, set), Some(want), "{set}: {out}");
+    }
+}
+
+#[test]
+fn dropped_capability_is_enforced() {
+    let t = Ctx::new("caps-enforced");
+    // No CAP_SYS_ADMIN: sethostname fails even in our own uts namespace.
+    t.write_spec(&t.spec().caps(&["CAP_KILL"]).sh("hostname other"));
+    let out = t.run();
+    out.assert_failed();
+    assert!(out.stderr.contains("not permitted"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn no_new_privileges() {
+    let t = Ctx::new("nnp");
+    let out = run_sh(&t, t.spec(), "grep NoNewPrivs /proc/self/status");
+    assert_eq!(status_field(&out, "NoNewPrivs"), Some("1"));
+    let t = Ctx::new("nnp-off");
+    let out = run_sh(
+        &t,
+        t.spec().set("/process/noNewPrivileges", json!(false)),
+        "grep NoNewPrivs /proc/self/status",
+    );
+    assert_eq!(status_field(&out, "NoNewPrivs"), Some("0"));
+}
+
+#[test]
+fn rlimits() {
+    let t = Ctx::new("rlimits");
+    let spec = t.spec().set(
+        "/process/rlimits",
+        json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}, {"type": "RLIMIT_NPROC", "soft": 500, "hard": 600}]),
+    );
+    let out = run_sh(
+        &t,
+        spec,
+        "ulimit -n; ulimit -Hn; grep -E 'open files|processes' /proc/self/limits",
+    );
+    let l: Vec<&str> = out.lines().collect();
+    assert_eq!(l[0], "100", "{out}");
+    assert_eq!(l[1], "200", "{out}");
+    assert!(
+        out.contains("Max processes             500                  600"),
+        "{out}"
+    );
+}
+
+/// Berth only: this host's root lacks CAP_SYS_RESOURCE; runc fails, berth warns and carries on
+/// with the host's hard limit.
+#[test]
+fn rlimit_above_host_hard_limit_warns() {
+    berth_only!();
+    let t = Ctx::new("rlimit-over");
+    let mut hard = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid struct we pass.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut hard) };
+    let want = hard.rlim_max + 1000;
+    let spec = t.spec().set(
+        "/process/rlimits",
+        json!([{"type": "RLIMIT_NOFILE", "soft": want, "hard": want}]),
+    );
+    t.write_spec(&spec.sh("ulimit -Hn"));
+    let out = t.run();
+    out.assert_ok();
+    assert!(
+        out.stderr.to_lowercase().contains("rlimit"),
+        "no warning: {out}"
+    );
+    let got: u64 = out.stdout.trim().parse().unwrap();
+    assert!(got <= hard.rlim_max);
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn oom_score_adj() {
+    let t = Ctx::new("oom");
+    let spec = t.spec().set("/process/oomScoreAdj", json!(500));
+    assert_eq!(
+        run_sh(&t, spec, "cat /proc/self/oom_score_adj").trim(),
+        "500"
+    );
+}
+
+/// Berth only: a negative oomScoreAdj needs CAP_SYS_RESOURCE, which root lacks here; runc dies,
+/// berth warns and carries on.
+#[test]
+fn negative_oom_score_adj_warns() {
+    berth_only!();
+    let t = Ctx::new("oom-neg");
+    t.write_spec(
+        &t.spec()
+            .set("/process/oomScoreAdj", json!(-500))
+            .sh("cat /proc/self/oom_score_adj"),
+    );
+    let out = t.run();
+    out.assert_ok();
+    assert!(
+        out.stderr.to_lowercase().contains("oom"),
+        "no warning: {out}"
+    );
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn sysctl() {
+    let t = Ctx::new("sysctl");
+    let spec = t.spec().set(
+        "/linux/sysctl",
+        json!({"net.ipv4.ip_forward": "1", "kernel.shmmax": "123456789"}),
+    );
+    let out = run_sh(
+        &t,
+        spec,
+        "cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shmmax",
+    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["1", "123456789"]);
+}
+
+#[test]
+fn no_host_fds_or_cwd_leak() {
+    let t = Ctx::new("fd-leak");
+    // busybox ls opens the directory it lists as fd 3.
+    let out = run_sh(&t, t.spec(), "ls /proc/self/fd; readlink /proc/self/cwd; ls -l /proc/1/fd | grep -c -e host -e berth || true");
+    let fds: Vec<&str> = out
+        .lines()
+        .take_while(|l| l.parse::<u32>().is_ok())
+        .collect();
+    assert!(
+        fds.iter().all(|f| ["0", "1", "2", "3"].contains(f)),
+        "extra fds: {out}"
+    );
+    assert!(out.lines().any(|l| l == "/"), "cwd: {out}");
+}
+
+#[test]
+fn proc_self_exe_is_not_the_runtime() {
+    // CVE-2019-5736 class: the init must not still be the runtime binary when the user process
+    // can see it; after exec /proc/1/exe is the container's binary.
+    let t = Ctx::new("self-exe");
+    let out = run_sh(&t, t.spec(), "readlink /proc/1/exe");
+    assert_eq!(out.trim(), "/bin/busybox");
+}
+
+#[test]
+fn terminal_false_has_no_tty() {
+    let t = Ctx::new("no-tty");
+    t.write_spec(&t.spec().sh("tty"));
+    let out = t.run();
+    assert!(out.stdout.contains("not a tty"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
