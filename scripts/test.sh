@@ -82,11 +82,17 @@ for d in /sys/fs/cgroup/*/berth-test /sys/fs/cgroup/berth-test; do
   [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
 done
 
+# Only what is still there two seconds later counts (a process may be exiting right now).
 leftovers | sort > "$AFTER"
 NEW=$(comm -13 "$BEFORE" "$AFTER" | grep -v 'registry' || true)
 if [ -n "$NEW" ]; then
+  sleep 2
+  leftovers | sort > "$AFTER"
+  NEW=$(comm -12 <(printf '%s\n' "$NEW" | sort) "$AFTER" || true)
+fi
+if [ -n "$NEW" ]; then
   echo "LEFTOVERS after the test run:" >&2
-  printf '  %s\n' "$NEW" | sed 's/^  /  /' >&2
+  printf '%s\n' "$NEW" | sed 's/^/  /' >&2
   [ "$rc" = 0 ] && rc=1
 else
   log "no leftovers"

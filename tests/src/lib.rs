@@ -394,33 +394,49 @@ impl Runtime {
         self.raw(&full, timeout, env)
     }
 
-    /// Runs the binary with exactly these arguments (no `--root`).
+    /// Runs the binary with exactly these arguments (no `--root`); panics if it cannot be
+    /// started or overruns `timeout`.
     pub fn raw(&self, args: &[String], timeout: Duration, env: &[(&str, &str)]) -> Output {
+        self.try_raw(args, timeout, env)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Runtime::raw`], but returns an error instead of panicking (for Drop).
+    pub fn try_raw(
+        &self,
+        args: &[String],
+        timeout: Duration,
+        env: &[(&str, &str)],
+    ) -> Result<Output, String> {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let out_path = self.dir.join(format!("cmd-{n}.out"));
         let err_path = self.dir.join(format!("cmd-{n}.err"));
         let cmdline = format!("{} {}", self.bin.display(), args.join(" "));
+        let file = |p: &Path| fs::File::create(p).map_err(|e| format!("{}: {e}", p.display()));
         let mut cmd = Command::new(&self.bin);
         cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&out_path).unwrap())
-            .stderr(fs::File::create(&err_path).unwrap())
+            .stdout(file(&out_path)?)
+            .stderr(file(&err_path)?)
             .current_dir(&self.dir);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start `{cmdline}`: {e}"));
+            .map_err(|e| format!("cannot start `{cmdline}`: {e}"))?;
         let start = Instant::now();
         let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
+            if let Some(s) = child
+                .try_wait()
+                .map_err(|e| format!("wait `{cmdline}`: {e}"))?
+            {
                 break s;
             }
             if start.elapsed() > timeout {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("`{cmdline}` did not finish within {timeout:?}");
+                return Err(format!("`{cmdline}` did not finish within {timeout:?}"));
             }
             std::thread::sleep(Duration::from_millis(5));
         };
@@ -428,12 +444,12 @@ impl Runtime {
         let code = status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        Output {
+        Ok(Output {
             cmdline,
             code,
             stdout: read_lossy(&out_path),
             stderr: read_lossy(&err_path),
-        }
+        })
     }
 }
 
@@ -676,12 +692,23 @@ impl Ctx {
 }
 
 impl Drop for Ctx {
+    // Never panics: a panic here while a test unwinds would abort the whole test binary.
     fn drop(&mut self) {
-        let ids = self.ids.lock().unwrap().clone();
+        let ids = match self.ids.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
         for id in &ids {
-            let _ = self
-                .rt
-                .cmd_with(&["delete", "--force", id], Duration::from_secs(20), &[]);
+            let args = [
+                "--root".to_string(),
+                self.rt.root.display().to_string(),
+                "delete".into(),
+                "--force".into(),
+                id.clone(),
+            ];
+            if let Err(e) = self.rt.try_raw(&args, Duration::from_secs(20), &[]) {
+                eprintln!("cleanup: {e}");
+            }
             force_remove_cgroups(&Self::cgroups_path(id));
         }
         detach_mounts_under(&self.dir);
@@ -746,7 +773,9 @@ pub fn processes_mentioning(needles: &[&str]) -> Vec<(i32, String)> {
 /// Kills whatever is left in the test cgroup `cgroups_path` and removes its directories, in
 /// every hierarchy. Only ever called on `/berth-test/<id>` paths, which tests created.
 pub fn force_remove_cgroups(cgroups_path: &str) {
-    assert!(cgroups_path.starts_with("/berth-test/"));
+    if !cgroups_path.starts_with("/berth-test/") || cgroups_path.contains("..") {
+        return;
+    }
     let rel = cgroups_path.trim_start_matches('/');
     let mut dirs = Vec::new();
     if cgroup_v2_only() {
@@ -825,7 +854,9 @@ fn unescape_mount_path(s: &str) -> String {
 /// Lazily detaches every mount at or under `dir` (deepest first).
 pub fn detach_mounts_under(dir: &Path) {
     for m in mounts_under(dir).iter().rev() {
-        let c = std::ffi::CString::new(m.as_str()).unwrap();
+        let Ok(c) = std::ffi::CString::new(m.as_str()) else {
+            continue;
+        };
         // SAFETY: c is a valid NUL-terminated path that outlives the call.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
     }
@@ -883,4 +914,74 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     true
+}
+
+/// A `--console-socket` receiver: a unix socket in the test dir and a thread that accepts one
+/// connection, takes the pty master fd sent with SCM_RIGHTS, and reads from it until EOF or
+/// `timeout`. `join` gives back what the container wrote to its terminal.
+pub struct ConsoleSocket {
+    pub path: PathBuf,
+    handle: std::thread::JoinHandle<Result<String, String>>,
+}
+
+impl ConsoleSocket {
+    pub fn new(path: PathBuf, timeout: Duration) -> ConsoleSocket {
+        let listener = std::os::unix::net::UnixListener::bind(&path).expect("bind console socket");
+        let handle = std::thread::spawn(move || {
+            use std::os::fd::{AsRawFd, FromRawFd};
+            let (conn, _) = listener.accept().map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 4096];
+            let mut cbuf = [0u8; 64];
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            // SAFETY: msghdr is plain data; zeroed is a valid empty header we then fill in.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            msg.msg_controllen = cbuf.len() as _;
+            // SAFETY: msg points at buffers that live until the call returns.
+            let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, 0) };
+            if n < 0 {
+                return Err(format!("recvmsg: {}", std::io::Error::last_os_error()));
+            }
+            // SAFETY: the control buffer was filled by recvmsg; CMSG_* walk it within bounds.
+            let fd = unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+                    return Err("no SCM_RIGHTS fd on the console socket".into());
+                }
+                std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
+            };
+            // SAFETY: fd was just received and is owned by nobody else.
+            let mut master = unsafe { fs::File::from_raw_fd(fd) };
+            let start = Instant::now();
+            let mut out = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // SAFETY: fcntl on the fd we own; makes reads non-blocking so the timeout holds.
+            unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+            while start.elapsed() < timeout {
+                match master.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => out.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    // EIO: the slave side closed (the container exited).
+                    Err(_) => break,
+                }
+            }
+            Ok(String::from_utf8_lossy(&out).into_owned())
+        });
+        ConsoleSocket { path, handle }
+    }
+
+    /// What the container wrote to its terminal (or why nothing came).
+    pub fn join(self) -> Result<String, String> {
+        self.handle
+            .join()
+            .map_err(|_| "console thread panicked".to_string())?
+    }
 }

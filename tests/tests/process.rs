@@ -307,3 +307,25 @@ fn terminal_false_has_no_tty() {
     assert!(out.stdout.contains("not a tty"), "{out}");
     t.assert_no_leftovers(&t.id);
 }
+
+#[test]
+fn terminal_with_console_socket() {
+    let t = Ctx::new("tty");
+    let console = ConsoleSocket::new(t.path("console.sock"), std::time::Duration::from_secs(10));
+    t.write_spec(
+        &t.spec()
+            .set("/process/terminal", json!(true))
+            .sh("tty; stty size; echo done"),
+    );
+    let sock = console.path.display().to_string();
+    let b = t.bundle.display().to_string();
+    t.cmd(&["create", "--bundle", &b, "--console-socket", &sock, &t.id])
+        .assert_ok();
+    t.start().assert_ok();
+    let out = console.join().expect("pty master received");
+    assert!(out.contains("/dev/pts/0"), "tty inside: {out:?}");
+    assert!(out.contains("done"), "{out:?}");
+    t.wait_status("stopped", std::time::Duration::from_secs(5));
+    t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
