@@ -1,18 +1,43 @@
 //! Cgroups for a container: cgroup v2 (unified), v1, and the hybrid layout (v1 controllers plus
 //! a cgroup2 mount at `/sys/fs/cgroup/unified`).
 //!
-//! OWNER: cgroups helper. The interface below is what the rest of the runtime calls; bodies are
-//! filled in by the owner of this module.
+//! The layout is read once per process from `/proc/self/mountinfo`. A container's cgroup is one
+//! path (`/berth/<id>` by default) that exists in every hierarchy: on v2 the unified tree, on v1
+//! every controller mount (including named ones such as `name=systemd`) and, on a hybrid host,
+//! the unified mount too — like runc, so that every tool that looks for the container's cgroup
+//! finds it.
+//!
+//! Only directories under the container's path are ever removed, plus the `/berth` parent that
+//! berth owns when it is empty. Nothing else in the host's hierarchies is touched.
+
+mod devices;
+mod fs;
+mod stats;
+mod v1;
+mod v2;
+
+pub use stats::Stats;
 
 use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where berth puts cgroups when the spec gives no path or a relative one.
+pub const BERTH_PARENT: &str = "/berth";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cgroup: {0}")]
     Other(String),
+}
+
+pub(crate) type Result<T> = std::result::Result<T, CgroupError>;
+
+pub(crate) fn err(msg: impl Into<String>) -> CgroupError {
+    CgroupError::Other(msg.into())
 }
 
 /// Where a container's cgroup lives in each hierarchy. Saved in the container's state so that
@@ -23,50 +48,378 @@ pub struct Cgroup {
     pub path: String,
 }
 
-/// Resource usage, for `events --stats` (fields follow runc's `events` JSON).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Stats {}
+/// A cgroup v1 hierarchy mounted on this host.
+#[derive(Debug, Clone)]
+pub(crate) struct V1Mount {
+    pub dir: PathBuf,
+    /// Controllers bound to this hierarchy (`cpu`, `memory`, … or `name=systemd`).
+    pub controllers: Vec<String>,
+}
 
-impl Cgroup {
-    /// Resolves the cgroup for container `id` from the spec's `cgroupsPath` (absolute, relative or
-    /// absent). Creates nothing.
-    pub fn resolve(_cgroups_path: Option<&Path>, _id: &str) -> Result<Self, CgroupError> {
-        todo!()
+/// The cgroup layout of this host.
+#[derive(Debug, Clone)]
+pub(crate) enum Layout {
+    /// Pure cgroup v2: the unified hierarchy at `root`.
+    V2 { root: PathBuf },
+    /// cgroup v1 controllers, plus the unified mount on a hybrid host.
+    V1 {
+        mounts: Vec<V1Mount>,
+        unified: Option<PathBuf>,
+    },
+}
+
+impl Layout {
+    /// This host's layout, read once.
+    pub(crate) fn get() -> Result<&'static Layout> {
+        static LAYOUT: OnceLock<std::result::Result<Layout, String>> = OnceLock::new();
+        LAYOUT
+            .get_or_init(|| {
+                let info = std::fs::read_to_string("/proc/self/mountinfo")
+                    .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
+                Layout::parse(&info)
+            })
+            .as_ref()
+            .map_err(|e| err(e.clone()))
     }
-    /// Creates the cgroup directories (in every hierarchy that applies). Idempotent.
-    pub fn create(&self) -> Result<(), CgroupError> {
-        todo!()
+
+    /// Parses `/proc/self/mountinfo`. The first mount of each hierarchy wins.
+    pub(crate) fn parse(mountinfo: &str) -> std::result::Result<Layout, String> {
+        let mut v2: Option<PathBuf> = None;
+        let mut mounts: Vec<V1Mount> = Vec::new();
+        for line in mountinfo.lines() {
+            let Some((left, right)) = line.split_once(" - ") else {
+                continue;
+            };
+            let left: Vec<&str> = left.split(' ').collect();
+            let right: Vec<&str> = right.split(' ').collect();
+            if left.len() < 5 || right.len() < 3 {
+                continue;
+            }
+            let mount_point = PathBuf::from(unescape(left[4]));
+            match right[0] {
+                "cgroup2" => {
+                    if v2.is_none() {
+                        v2 = Some(mount_point);
+                    }
+                }
+                "cgroup" => {
+                    let controllers: Vec<String> = right[2]
+                        .split(',')
+                        .filter(|o| is_v1_controller(o))
+                        .map(str::to_string)
+                        .collect();
+                    if controllers.is_empty()
+                        || mounts
+                            .iter()
+                            .any(|m| m.controllers.iter().any(|c| controllers.contains(c)))
+                    {
+                        continue;
+                    }
+                    mounts.push(V1Mount {
+                        dir: mount_point,
+                        controllers,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if mounts.is_empty() {
+            return match v2 {
+                Some(root) => Ok(Layout::V2 { root }),
+                None => Err("no cgroup filesystem is mounted".into()),
+            };
+        }
+        Ok(Layout::V1 {
+            mounts,
+            unified: v2,
+        })
     }
-    /// On a pure cgroup v2 host, an fd of the cgroup directory for `clone3(CLONE_INTO_CGROUP)`.
-    pub fn clone_into_fd(&self) -> Option<OwnedFd> {
-        todo!()
-    }
-    /// Moves `pid` into the cgroup in every hierarchy (not needed after `CLONE_INTO_CGROUP`).
-    pub fn add_pid(&self, _pid: i32) -> Result<(), CgroupError> {
-        todo!()
-    }
-    /// Applies resources; returns warnings for settings this host cannot honour.
-    pub fn apply(&self, _res: &LinuxResources) -> Result<Vec<String>, CgroupError> {
-        todo!()
-    }
-    pub fn freeze(&self) -> Result<(), CgroupError> {
-        todo!()
-    }
-    pub fn thaw(&self) -> Result<(), CgroupError> {
-        todo!()
-    }
-    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
-        todo!()
-    }
-    /// Every pid in the cgroup (recursively).
-    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        todo!()
-    }
-    pub fn stats(&self) -> Result<Stats, CgroupError> {
-        todo!()
-    }
-    /// Removes the cgroup directories (waits briefly for the cgroup to empty). Idempotent.
-    pub fn destroy(&self) -> Result<(), CgroupError> {
-        todo!()
+
+    #[cfg(test)]
+    pub(crate) fn is_v2(&self) -> bool {
+        matches!(self, Layout::V2 { .. })
     }
 }
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn is_v1_controller(opt: &str) -> bool {
+    const KNOWN: &[&str] = &[
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "devices",
+        "freezer",
+        "blkio",
+        "pids",
+        "hugetlb",
+        "net_cls",
+        "net_prio",
+        "perf_event",
+        "rdma",
+        "misc",
+    ];
+    KNOWN.contains(&opt) || (opt.starts_with("name=") && opt.len() > 5)
+}
+
+/// Checks a cgroup path: absolute, no `..`, not the root itself.
+fn clean_path(p: &str) -> Result<String> {
+    let path = Path::new(p);
+    let mut parts = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(s) => parts.push(
+                s.to_str()
+                    .ok_or_else(|| err(format!("cgroupsPath {p:?} is not UTF-8")))?,
+            ),
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(err(format!("cgroupsPath {p:?} must not contain \"..\"")))
+            }
+        }
+    }
+    if parts.is_empty() {
+        return Err(err(format!(
+            "cgroupsPath {p:?} names the root cgroup; give the container its own"
+        )));
+    }
+    Ok(format!("/{}", parts.join("/")))
+}
+
+impl Cgroup {
+    /// Resolves the cgroup for container `id` from the spec's `cgroupsPath`: absolute paths are
+    /// taken as they are (relative to each hierarchy's root), relative ones go under `/berth`,
+    /// and no path means `/berth/<id>`. systemd's `slice:prefix:name` form is refused, since
+    /// berth drives cgroupfs directly. Creates nothing.
+    pub fn resolve(
+        cgroups_path: Option<&Path>,
+        id: &str,
+    ) -> std::result::Result<Self, CgroupError> {
+        let path = match cgroups_path.map(|p| p.to_string_lossy().into_owned()) {
+            None => format!("{BERTH_PARENT}/{id}"),
+            Some(p) if p.is_empty() => format!("{BERTH_PARENT}/{id}"),
+            Some(p) if !p.starts_with('/') && p.matches(':').count() == 2 => {
+                return Err(err(format!(
+                    "cgroupsPath {p:?} is in systemd's slice:prefix:name form; berth manages \
+                     cgroups directly (cgroupfs) — give a path such as /berth/{id}"
+                )))
+            }
+            Some(p) if p.starts_with('/') => p,
+            Some(p) => format!("{BERTH_PARENT}/{p}"),
+        };
+        Ok(Cgroup {
+            path: clean_path(&path)?,
+        })
+    }
+
+    fn rel(&self) -> &str {
+        self.path.trim_start_matches('/')
+    }
+
+    /// The container's directory in every hierarchy it lives in.
+    pub(crate) fn dirs(&self) -> Result<Vec<PathBuf>> {
+        Ok(match Layout::get()? {
+            Layout::V2 { root } => vec![root.join(self.rel())],
+            Layout::V1 { mounts, unified } => mounts
+                .iter()
+                .map(|m| m.dir.join(self.rel()))
+                .chain(unified.iter().map(|u| u.join(self.rel())))
+                .collect(),
+        })
+    }
+
+    /// The container's directory in the v1 hierarchy of `controller`, if it is mounted.
+    pub(crate) fn v1_dir(mounts: &[V1Mount], rel: &str, controller: &str) -> Option<PathBuf> {
+        mounts
+            .iter()
+            .find(|m| m.controllers.iter().any(|c| c == controller))
+            .map(|m| m.dir.join(rel))
+    }
+
+    /// Creates the cgroup directories (in every hierarchy that applies). Idempotent.
+    pub fn create(&self) -> std::result::Result<(), CgroupError> {
+        let layout = Layout::get()?;
+        // A concurrent `delete` of the last container may remove an empty `/berth` between
+        // our mkdirs; try again then.
+        let mut tries = 0;
+        loop {
+            match self.create_once(layout) {
+                Err(e) if tries < 5 && e.to_string().contains("No such file") => tries += 1,
+                r => return r,
+            }
+        }
+    }
+
+    fn create_once(&self, layout: &Layout) -> Result<()> {
+        match layout {
+            Layout::V2 { root } => {
+                fs::mkdir_all(root, self.rel(), |_, _| Ok(()))?;
+                v2::enable_controllers(root, self.rel())
+            }
+            Layout::V1 { mounts, unified } => {
+                for m in mounts {
+                    let cpuset = m.controllers.iter().any(|c| c == "cpuset");
+                    fs::mkdir_all(&m.dir, self.rel(), |parent, dir| {
+                        if cpuset {
+                            v1::init_cpuset(parent, dir)
+                        } else {
+                            Ok(())
+                        }
+                    })?;
+                }
+                if let Some(u) = unified {
+                    fs::mkdir_all(u, self.rel(), |_, _| Ok(()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// On a pure cgroup v2 host, an fd of the cgroup directory for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn clone_into_fd(&self) -> Option<OwnedFd> {
+        match Layout::get().ok()? {
+            Layout::V2 { root } => fs::open_dir(&root.join(self.rel())).ok(),
+            Layout::V1 { .. } => None,
+        }
+    }
+
+    /// Moves `pid` into the cgroup in every hierarchy (not needed after `CLONE_INTO_CGROUP`).
+    pub fn add_pid(&self, pid: i32) -> std::result::Result<(), CgroupError> {
+        for dir in self.dirs()? {
+            fs::write(&dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Applies resources; returns warnings for settings this host cannot honour.
+    pub fn apply(&self, res: &LinuxResources) -> std::result::Result<Vec<String>, CgroupError> {
+        match Layout::get()? {
+            Layout::V2 { root } => v2::apply(&root.join(self.rel()), res),
+            Layout::V1 { mounts, unified } => v1::apply(
+                mounts,
+                unified.as_ref().map(|u| u.join(self.rel())).as_deref(),
+                self.rel(),
+                res,
+            ),
+        }
+    }
+
+    pub fn freeze(&self) -> std::result::Result<(), CgroupError> {
+        self.set_frozen(true)
+    }
+
+    pub fn thaw(&self) -> std::result::Result<(), CgroupError> {
+        self.set_frozen(false)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<()> {
+        match Layout::get()? {
+            Layout::V2 { root } => v2::set_frozen(&root.join(self.rel()), frozen),
+            Layout::V1 { mounts, .. } => {
+                let dir = Self::v1_dir(mounts, self.rel(), "freezer")
+                    .ok_or_else(|| err("the freezer controller is not mounted on this host"))?;
+                v1::set_frozen(&dir, frozen)
+            }
+        }
+    }
+
+    pub fn is_frozen(&self) -> std::result::Result<bool, CgroupError> {
+        match Layout::get()? {
+            Layout::V2 { root } => v2::is_frozen(&root.join(self.rel())),
+            Layout::V1 { mounts, .. } => match Self::v1_dir(mounts, self.rel(), "freezer") {
+                Some(dir) => v1::is_frozen(&dir),
+                None => Ok(false),
+            },
+        }
+    }
+
+    /// The directory whose `cgroup.procs` lists the container's processes.
+    fn procs_dir(&self) -> Result<PathBuf> {
+        Ok(match Layout::get()? {
+            Layout::V2 { root } => root.join(self.rel()),
+            Layout::V1 { mounts, unified } => ["pids", "freezer", "memory", "devices", "cpu"]
+                .iter()
+                .find_map(|c| Self::v1_dir(mounts, self.rel(), c))
+                .or_else(|| mounts.first().map(|m| m.dir.join(self.rel())))
+                .or_else(|| unified.as_ref().map(|u| u.join(self.rel())))
+                .ok_or_else(|| err("no cgroup hierarchy"))?,
+        })
+    }
+
+    /// Every pid in the cgroup (recursively).
+    pub fn pids(&self) -> std::result::Result<Vec<i32>, CgroupError> {
+        let mut out = Vec::new();
+        fs::collect_pids(&self.procs_dir()?, &mut out)?;
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> std::result::Result<Stats, CgroupError> {
+        match Layout::get()? {
+            Layout::V2 { root } => stats::v2(&root.join(self.rel())),
+            Layout::V1 { mounts, .. } => stats::v1(mounts, self.rel()),
+        }
+    }
+
+    /// Removes the cgroup directories (waits briefly for the cgroup to empty), then the
+    /// `/berth` directories above it that are left empty. Idempotent.
+    pub fn destroy(&self) -> std::result::Result<(), CgroupError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let roots: Vec<PathBuf> = match Layout::get()? {
+            Layout::V2 { root } => vec![root.clone()],
+            Layout::V1 { mounts, unified } => mounts
+                .iter()
+                .map(|m| m.dir.clone())
+                .chain(unified.iter().cloned())
+                .collect(),
+        };
+        let mut first_err = None;
+        for root in &roots {
+            let dir = root.join(self.rel());
+            if let Err(e) = fs::remove_tree(&dir, deadline) {
+                first_err.get_or_insert(e);
+                continue;
+            }
+            // Empty parents inside berth's own `/berth` tree go too (never above it).
+            if self.path.starts_with(&format!("{BERTH_PARENT}/")) {
+                let mut p = Path::new(&self.path).parent();
+                while let Some(parent) = p {
+                    if parent == Path::new("/") {
+                        break;
+                    }
+                    let d = root.join(parent.strip_prefix("/").unwrap_or(parent));
+                    if std::fs::remove_dir(&d).is_err() {
+                        break;
+                    }
+                    p = parent.parent();
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
