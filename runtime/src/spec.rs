@@ -43,12 +43,12 @@ pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
     let mut unknown = Vec::new();
     let de = &mut serde_json::Deserializer::from_slice(data);
     let spec: Spec =
-        serde_ignored::deserialize(de, |p| unknown.push(p.to_string().replace(".?", ""))).map_err(|e| {
-            SpecError::Parse {
+        serde_ignored::deserialize(de, |p| unknown.push(p.to_string().replace(".?", ""))).map_err(
+            |e| SpecError::Parse {
                 path: PathBuf::from("config.json"),
                 msg: e.to_string(),
-            }
-        })?;
+            },
+        )?;
     if let Some(field) = unknown.into_iter().next() {
         return Err(SpecError::UnknownField(field));
     }

@@ -159,7 +159,7 @@ const EXIT: u8 = 0x95; // BPF_JMP | BPF_EXIT
 /// and without one everything is allowed, as in a new v1 cgroup.
 pub fn compile(rules: &[Rule]) -> Vec<Insn> {
     let start = rules.iter().rposition(|r| r.kind == 'a');
-    let default_allow = start.map_or(true, |i| rules[i].allow);
+    let default_allow = start.is_none_or(|i| rules[i].allow);
     let rest = &rules[start.map_or(0, |i| i + 1)..];
     let mut prog = vec![
         insn(LDX_W, 2, 1, 0, 0),      // r2 = access_type

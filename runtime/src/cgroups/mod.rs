@@ -97,10 +97,8 @@ impl Layout {
             }
             let mount_point = PathBuf::from(unescape(left[4]));
             match right[0] {
-                "cgroup2" => {
-                    if v2.is_none() {
-                        v2 = Some(mount_point);
-                    }
+                "cgroup2" if v2.is_none() => {
+                    v2 = Some(mount_point);
                 }
                 "cgroup" => {
                     let controllers: Vec<String> = right[2]

@@ -28,8 +28,11 @@ pub fn start(root: &Path, id: &str) -> Result<State> {
             .and_then(|h| h.poststart().as_ref()),
         &json,
     ) {
-        // The spec: a failing poststart hook is logged and the lifecycle continues.
-        super::warn(&e.to_string());
+        // The spec says to warn and go on; runc instead stops the container and fails, and
+        // tools built on runc expect that. Like runc: kill it, report the hook.
+        super::kill::signal_all(&st, nix::sys::signal::Signal::SIGKILL);
+        let _ = super::wait_gone(&st, std::time::Duration::from_secs(5));
+        return Err(e.into());
     }
     Ok(st)
 }

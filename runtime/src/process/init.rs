@@ -167,25 +167,41 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
     }
 
     write_sysctls(spec).map_err(e)?;
+    // Like runc: a missing cwd is created (before the root may turn read-only).
+    let cwd = process.cwd();
+    if !cwd.as_os_str().is_empty() && !cwd.exists() {
+        std::fs::create_dir_all(cwd)
+            .map_err(|err| e(Error::Other(format!("create cwd {}: {err}", cwd.display()))))?;
+    }
     rootfs::finalize(spec).map_err(|err| e(err.into()))?;
     setup::set_personality(spec).map_err(e)?;
     let denies_setgroups = std::fs::read_to_string("/proc/self/setgroups")
         .map(|s| s.trim() == "deny")
         .unwrap_or(false);
-    let mut warnings = setup::apply_process_attributes(process, denies_setgroups).map_err(e)?;
-    let program = setup::find_program(process).map_err(e)?;
-
+    // Seccomp goes as close to execve as possible, so that profiles need to allow few of the
+    // runtime's own syscalls. Without no_new_privs, loading needs CAP_SYS_ADMIN, which the
+    // process may be about to drop: then load it now, before the uid and capabilities change
+    // (as runc does). A notify listener must exist before we report ready.
     let mut seccomp = a.seccomp;
-    if seccomp.as_ref().is_some_and(|f| f.wants_listener()) {
-        let fd = seccomp
-            .take()
-            .expect("checked")
-            .load()
-            .map_err(|err| e(err.into()))?;
+    let nnp = process.no_new_privileges().unwrap_or(false);
+    let load_seccomp = |seccomp: &mut Option<Filter>| {
+        let Some(filter) = seccomp.take() else {
+            return Ok(());
+        };
+        let fd = filter.load().map_err(|err| e(err.into()))?;
         if let Some(fd) = fd {
             chan.send_with_fd(&Msg::SeccompFd, Some(fd.as_fd()))
                 .map_err(e)?;
         }
+        Ok(())
+    };
+    if !nnp {
+        load_seccomp(&mut seccomp)?;
+    }
+    let mut warnings = setup::apply_process_attributes(process, denies_setgroups).map_err(e)?;
+    let program = setup::find_program(process).map_err(e)?;
+    if seccomp.as_ref().is_some_and(|f| f.wants_listener()) {
+        load_seccomp(&mut seccomp)?;
     }
     setup::close_fds_on_exec(3 + a.preserve_fds);
     warnings.retain(|w| !w.is_empty());
@@ -241,13 +257,17 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
 /// A new session keyring, so the container does not see the caller's keys (as runc does).
 /// Kernels without keyrings (ENOSYS) or that refuse it in a user namespace are fine.
 fn join_session_keyring(name: &str) -> Result<()> {
-    let c = std::ffi::CString::new(name).map_err(|_| Error::Other("keyring name has a NUL byte".into()))?;
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| Error::Other("keyring name has a NUL byte".into()))?;
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
     // SAFETY: keyctl(JOIN_SESSION_KEYRING, name) reads a valid C string.
     let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) };
     if r < 0 {
         let err = std::io::Error::last_os_error();
-        if !matches!(err.raw_os_error(), Some(libc::ENOSYS | libc::EACCES | libc::EPERM | libc::EDQUOT)) {
+        if !matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS | libc::EACCES | libc::EPERM | libc::EDQUOT)
+        ) {
             return Err(Error::Other(format!("join session keyring: {err}")));
         }
     }

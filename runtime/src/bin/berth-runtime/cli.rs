@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "berth-runtime", version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"), about = "Run OCI containers (runc-compatible command line)")]
+#[command(name = "berth-runtime", version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"), about = "Run OCI containers (runc-compatible command line)")]
 pub struct Cli {
     /// Root directory for storage of container state
     #[arg(long, global = true, default_value = "/run/berth-runtime")]
@@ -22,7 +22,7 @@ pub struct Cli {
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
     /// Rootless mode: true, false or auto
-    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub rootless: Option<String>,
     /// Path to criu (accepted for compatibility; checkpoint is not supported)
     #[arg(long, global = true, hide = true)]
@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(short, long)]
         all: bool,
         id: String,
-        #[arg(default_value = "SIGTERM")]
+        #[arg(default_value = "SIGTERM", allow_hyphen_values = true)]
         signal: String,
     },
     /// Delete any resources held by the container
@@ -135,7 +135,7 @@ pub enum Command {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
         /// Generate a configuration for a rootless container
-        #[arg(long)]
+        #[arg(long = "rootless", id = "spec_rootless")]
         rootless: bool,
     },
     /// Show the enabled features

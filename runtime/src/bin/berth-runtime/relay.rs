@@ -18,11 +18,16 @@ pub struct ConsoleSocket {
 
 impl ConsoleSocket {
     pub fn new() -> Result<ConsoleSocket> {
-        let dir = std::env::temp_dir().join(format!("berth-runtime-console-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("berth-runtime-console-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("create {dir:?}"))?;
         let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path).with_context(|| format!("bind {path:?}"))?;
-        Ok(ConsoleSocket { path, dir, listener })
+        Ok(ConsoleSocket {
+            path,
+            dir,
+            listener,
+        })
     }
 
     /// The pty master the runtime sent to the socket.
@@ -31,7 +36,12 @@ impl ConsoleSocket {
         let mut buf = [0u8; 256];
         let mut iov = [IoSliceMut::new(&mut buf)];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)?;
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
         for c in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(fds) = c {
                 if let Some(&fd) = fds.first() {
@@ -56,7 +66,9 @@ pub struct RawMode(Option<Termios>);
 impl RawMode {
     pub fn enter() -> RawMode {
         let stdin = std::io::stdin();
-        let Ok(orig) = tcgetattr(stdin.as_fd()) else { return RawMode(None) };
+        let Ok(orig) = tcgetattr(stdin.as_fd()) else {
+            return RawMode(None);
+        };
         let mut raw = orig.clone();
         cfmakeraw(&mut raw);
         let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &raw);
@@ -79,9 +91,21 @@ pub fn copy_loop(master: &OwnedFd, signal_fd: RawFd, mut on_signal: impl FnMut()
     let mut stdin_open = true;
     loop {
         let mut fds = [
-            libc::pollfd { fd: master.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: if stdin_open { 0 } else { -1 }, events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: signal_fd, events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: master.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if stdin_open { 0 } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: signal_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         // SAFETY: three valid pollfds on our stack.
         if unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) } < 0 {
@@ -111,7 +135,12 @@ pub fn copy_loop(master: &OwnedFd, signal_fd: RawFd, mut on_signal: impl FnMut()
 
 /// Copies our terminal's window size to the container's.
 pub fn sync_size(master: &OwnedFd) {
-    let mut ws: libc::winsize = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    let mut ws: libc::winsize = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
     // SAFETY: TIOCGWINSZ writes a winsize into a valid pointer.
     if unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0 {
         berth_runtime::tty::set_size(master.as_fd(), ws.ws_row, ws.ws_col);

@@ -100,7 +100,10 @@ pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32>
 }
 
 fn wants_terminal(a: &CreateArgs) -> bool {
-    berth_runtime::spec::load(&a.bundle).ok().and_then(|s| s.process().as_ref().and_then(|p| p.terminal())).unwrap_or(false)
+    berth_runtime::spec::load(&a.bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
 }
 
 /// Relays the terminal until the container exits; forwards signals (SIGWINCH resizes).

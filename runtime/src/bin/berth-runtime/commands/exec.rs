@@ -10,7 +10,6 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, Process};
 use std::path::Path;
-use std::str::FromStr;
 
 /// The process to run: `--process`, or the container's process with the command and flags.
 fn build_process(root: &Path, a: &ExecArgs) -> Result<Process> {
@@ -67,7 +66,7 @@ fn build_process(root: &Path, a: &ExecArgs) -> Result<Process> {
             } else {
                 format!("CAP_{}", c.to_uppercase())
             };
-            let cap = Capability::from_str(&name)
+            let cap: Capability = serde_json::from_value(serde_json::Value::String(name))
                 .map_err(|_| anyhow::anyhow!("unknown capability {c:?}"))?;
             for set in [
                 caps.bounding().clone(),

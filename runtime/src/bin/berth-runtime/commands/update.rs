@@ -3,7 +3,7 @@
 use crate::cli::UpdateArgs;
 use anyhow::{bail, Context, Result};
 use berth_runtime::container;
-use oci_spec::runtime::{LinuxBlockIo, LinuxPids, LinuxResources};
+use oci_spec::runtime::{LinuxPids, LinuxResources};
 use std::io::Read;
 use std::path::Path;
 
@@ -42,7 +42,7 @@ pub fn update(root: &Path, a: &UpdateArgs) -> Result<i32> {
         }
         None => LinuxResources::default(),
     };
-    let mut mem = res.memory().clone().unwrap_or_default();
+    let mut mem = (*res.memory()).unwrap_or_default();
     let mut mem_set = res.memory().is_some();
     if let Some(m) = &a.memory {
         mem.set_limit(Some(bytes(m)?));
@@ -98,7 +98,7 @@ pub fn update(root: &Path, a: &UpdateArgs) -> Result<i32> {
         res.set_pids(Some(p));
     }
     if let Some(w) = a.blkio_weight {
-        let mut b = res.block_io().clone().unwrap_or_else(LinuxBlockIo::default);
+        let mut b = res.block_io().clone().unwrap_or_default();
         b.set_weight(Some(w));
         res.set_block_io(Some(b));
     }
