@@ -111,3 +111,37 @@ pub fn open_of_pid(
     out.sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
     Ok(out)
 }
+
+/// Sets `lo` up in the current (new) network namespace.
+pub fn loopback_up() -> Result<()> {
+    let fail = |what: &str| {
+        Error::Other(format!(
+            "bring up lo in the new network namespace: {what}: {}",
+            std::io::Error::last_os_error()
+        ))
+    };
+    // SAFETY: socket(2) with constant arguments; the fd is closed below.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(fail("socket"));
+    }
+    // SAFETY: a fresh fd we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sock) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut ifr) < 0 {
+            return Err(fail("get flags"));
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &ifr) < 0 {
+            return Err(fail("set flags"));
+        }
+    }
+    Ok(())
+}

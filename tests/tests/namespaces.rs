@@ -90,6 +90,15 @@ fn network_namespace_has_only_lo() {
 }
 
 #[test]
+fn new_network_namespace_has_lo_up() {
+    // runc and crun bring the loopback up; servers listening on 127.0.0.1 rely on it.
+    let t = Ctx::new("ns-lo-up");
+    let out = run_sh(&t, t.spec(), "cat /sys/class/net/lo/flags");
+    let flags = u32::from_str_radix(out.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "IFF_UP not set: {out}");
+}
+
+#[test]
 fn join_network_namespace_by_path() {
     let t = Ctx::new("ns-join");
     let other = t.other_id("b");

@@ -170,6 +170,14 @@ fn child(
         let denies = std::fs::read_to_string("/proc/self/setgroups")
             .map(|s| s.trim() == "deny")
             .unwrap_or(false);
+        // As in the init: without no_new_privs the filter must go in while CAP_SYS_ADMIN is
+        // still held; otherwise as late as possible.
+        let mut filter = filter;
+        if !process.no_new_privileges().unwrap_or(false) {
+            if let Some(f) = filter.take() {
+                f.load()?;
+            }
+        }
         let warnings = setup::apply_process_attributes(process, denies)?;
         let program = setup::find_program(process)?;
         setup::close_fds_on_exec(3 + preserve_fds);

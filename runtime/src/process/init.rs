@@ -107,6 +107,10 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
             )))
         })?;
     }
+    if a.plan.creates(LinuxNamespaceType::Network) {
+        // Like runc and crun: a new network namespace gets its loopback up.
+        crate::namespaces::loopback_up().map_err(e)?;
+    }
     a.plan
         .join_types(&[LinuxNamespaceType::Cgroup])
         .map_err(e)?;
