@@ -28,7 +28,18 @@ pub fn mkdir_all(
 /// Writes `value` to `dir/file`.
 pub fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let p = dir.join(file);
-    std::fs::write(&p, value).map_err(|e| err(format!("write {value:?} to {}: {e}", p.display())))
+    std::fs::write(&p, value).map_err(|e| {
+        if dir.exists() && !p.exists() {
+            let controller = file.split('.').next().unwrap_or(file);
+            err(format!(
+                "{} does not exist: the {controller} controller is not available in this cgroup \
+                 (not in the parent's cgroup.subtree_control, or not supported by this kernel)",
+                p.display()
+            ))
+        } else {
+            err(format!("write {value:?} to {}: {e}", p.display()))
+        }
+    })
 }
 
 /// Like [`write`], but the raw error for callers that react to particular errnos.

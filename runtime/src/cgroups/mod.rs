@@ -74,6 +74,13 @@ impl Layout {
         static LAYOUT: OnceLock<std::result::Result<Layout, String>> = OnceLock::new();
         LAYOUT
             .get_or_init(|| {
+                // Like runc and crun: /sys/fs/cgroup being cgroup2 means a unified host, even
+                // if v1 hierarchies are still mounted (and hidden) below it.
+                if is_cgroup2(Path::new("/sys/fs/cgroup")) {
+                    return Ok(Layout::V2 {
+                        root: PathBuf::from("/sys/fs/cgroup"),
+                    });
+                }
                 let info = std::fs::read_to_string("/proc/self/mountinfo")
                     .map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
                 Layout::parse(&info)
@@ -137,6 +144,11 @@ impl Layout {
     pub(crate) fn is_v2(&self) -> bool {
         matches!(self, Layout::V2 { .. })
     }
+}
+
+fn is_cgroup2(p: &Path) -> bool {
+    nix::sys::statfs::statfs(p)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space).
