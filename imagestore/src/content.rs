@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use sha2::{Digest as _, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWrite, AsyncWriteExt};
 
 use crate::digest::Digest;
 
@@ -261,20 +261,51 @@ impl Writer {
         self.written
     }
 
+    /// Discards what was written so far (a download that has to start over).
+    pub async fn reset(&mut self) -> io::Result<()> {
+        if self.written == 0 {
+            return Ok(());
+        }
+        let file = self
+            .file
+            .as_mut()
+            .ok_or_else(|| io::Error::other("blob writer already committed"))?;
+        file.flush().await?;
+        file.set_len(0).await?;
+        file.seek(io::SeekFrom::Start(0)).await?;
+        self.hasher = Sha256::new();
+        self.written = 0;
+        Ok(())
+    }
+
     /// Verifies and commits the blob: flush, fsync, check size and digest, then rename into
     /// `blobs/` and fsync the directory. On a mismatch the ingest file is removed and nothing
     /// becomes visible. Committing a blob that another writer committed meanwhile is fine: the
     /// bytes are the same by construction.
-    pub async fn commit(
+    pub async fn commit(self, expected: &Digest, size: Option<u64>) -> Result<(), ContentError> {
+        self.commit_inner(Some(expected), size).await.map(drop)
+    }
+
+    /// Commits the blob under the digest of what was written (for content whose digest is
+    /// not known in advance, such as the files of a docker archive). Returns the digest.
+    pub async fn commit_computed(self, size: Option<u64>) -> Result<Digest, ContentError> {
+        self.commit_inner(None, size).await
+    }
+
+    async fn commit_inner(
         mut self,
-        expected: &Digest,
+        expected: Option<&Digest>,
         size: Option<u64>,
-    ) -> Result<(), ContentError> {
+    ) -> Result<Digest, ContentError> {
         let mut file = self.file.take().expect("writer used after commit");
         file.flush().await.map_err(io_err("flush", &self.path))?;
         file.sync_all().await.map_err(io_err("fsync", &self.path))?;
         drop(file);
         let actual = Digest::from_hasher(std::mem::take(&mut self.hasher));
+        let expected = match expected {
+            Some(e) => e,
+            None => &actual,
+        };
         if let Some(expected_size) = size {
             if expected_size != self.written {
                 return Err(ContentError::SizeMismatch {
@@ -301,7 +332,7 @@ impl Writer {
             .await
             .map_err(|e| io_err("fsync", &self.store.blobs)(io::Error::other(e)))?
             .map_err(io_err("fsync", &self.store.blobs))?;
-        Ok(())
+        Ok(expected.clone())
     }
 }
 

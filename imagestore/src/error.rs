@@ -1,6 +1,8 @@
 //! The crate's error type: one variant per module error, plus the pull error that names the
 //! image.
 
+use crate::auth::AuthError;
+use crate::config::ConfigError;
 use crate::content::ContentError;
 use crate::manifest::ManifestError;
 use crate::metadata::MetadataError;
@@ -28,6 +30,18 @@ pub enum Error {
     Pull { image: String, cause: PullCause },
     #[error("image {0:?} not found")]
     ImageNotFound(String),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("login {registry}: {cause}")]
+    Login { registry: String, cause: String },
+    #[error("push {image}: {cause}")]
+    Push { image: String, cause: String },
+    #[error("import {path}: {cause}")]
+    Import { path: String, cause: String },
+    #[error("export {path}: {cause}")]
+    Export { path: String, cause: String },
     #[error("{0}")]
     Internal(String),
 }

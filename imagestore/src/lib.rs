@@ -11,13 +11,29 @@
 //! ```
 //!
 //! Modules, bottom up: [`digest`], [`reference`], [`content`], [`manifest`], [`unpack`],
-//! [`snapshot`], [`metadata`], [`registry`]; [`Store`] ties them together.
+//! [`snapshot`], [`metadata`], [`config`] and [`auth`] (registry settings, mirrors,
+//! credentials), [`registry`], [`progress`]; [`Store`] ties them together and has one file
+//! per verb: pull, login/logout.
+//!
+//! What berthd and the CLI call, all on [`Store`] (cheap to clone, safe from many tasks):
+//!
+//! ```text
+//! open_with(root, StoreOptions { registry: RegistryConfig::load_default()? })
+//! pull(ref, &PullOptions { platform, registry: RegistryOverrides, progress: Some(sink), .. })
+//! login(registry, user, password) / login_with(.., &RegistryOverrides) / logout(registry)
+//! images() image(name) tag(src, dst) remove(name) gc() config(name)
+//! rootfs_for(image, key) view_for(image, key) remove_rootfs(key)
+//! ```
 
+pub mod auth;
+pub mod config;
 pub mod content;
 pub mod digest;
 mod error;
+mod login;
 pub mod manifest;
 pub mod metadata;
+pub mod progress;
 mod pull;
 pub mod reference;
 pub mod registry;
@@ -29,8 +45,9 @@ pub use digest::Digest;
 pub use error::{Error, PullCause, Result};
 pub use manifest::{Platform, RuntimeConfig};
 pub use metadata::ImageRecord as Image;
+pub use progress::{ProgressEvent, ProgressPhase, ProgressSink};
 pub use pull::{PullOptions, PullReport};
 pub use reference::Reference;
-pub use registry::RegistryConfig;
+pub use registry::{RegistryConfig, RegistryOverrides};
 pub use snapshot::{unmount, MountSpec};
 pub use store::{GcStats, Store, StoreOptions};

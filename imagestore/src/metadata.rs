@@ -66,6 +66,11 @@ pub struct ImageRecord {
     pub created: Option<String>,
     /// When this name was last set here (seconds since the epoch).
     pub updated_unix: u64,
+    /// When the image came from an index whose other platforms were fetched too (import of
+    /// a layout, push/export of the whole index): their manifests, configs and layers. Kept
+    /// so the index can be pushed or exported as it was; never unpacked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_platforms: Vec<Digest>,
 }
 
 impl ImageRecord {
@@ -75,6 +80,7 @@ impl ImageRecord {
             .iter()
             .chain([&self.manifest, &self.config])
             .chain(&self.layers)
+            .chain(&self.other_platforms)
     }
 }
 

@@ -22,7 +22,9 @@ use crate::manifest::{
     parse_document, Descriptor, Document, ImageConfig, Platform, MAX_DOCUMENT_SIZE,
 };
 use crate::metadata::{now_unix, ImageRecord};
+use crate::progress::{BlobKind, BlobProgress, ProgressPhase, ProgressSink};
 use crate::reference::Reference;
+use crate::registry::{RegistryOverrides, Route};
 use crate::store::{blocking, gc_locked, Inner, Store};
 use crate::unpack::unpack_layer;
 
@@ -33,6 +35,10 @@ pub struct PullOptions {
     pub platform: Platform,
     /// Layers downloaded/unpacked at once (default 4).
     pub max_concurrent_layers: usize,
+    /// Plain HTTP / unverified HTTPS for this pull's registry, over the configuration.
+    pub registry: RegistryOverrides,
+    /// Where per-blob progress goes (see [`crate::progress`]).
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for PullOptions {
@@ -40,6 +46,8 @@ impl Default for PullOptions {
         Self {
             platform: Platform::host(),
             max_concurrent_layers: 4,
+            registry: RegistryOverrides::default(),
+            progress: None,
         }
     }
 }
@@ -97,7 +105,8 @@ async fn pull_inner(
     opts: &PullOptions,
 ) -> Result<(ImageRecord, PullReport), PullCause> {
     let mut report = PullReport::default();
-    let (body, digest) = inner.registry.manifest(r).await?;
+    let route = inner.registry.route(r, &opts.registry);
+    let (body, digest, route) = inner.registry.manifest(&route, r).await?;
     let (index, manifest_digest, manifest, media_type) = match parse_document(&body, None)? {
         Document::Manifest(m) => {
             let mt = m.media_type.clone().unwrap_or_default();
@@ -107,7 +116,7 @@ async fn pull_inner(
         Document::Index(idx) => {
             let desc = opts.platform.select(&idx)?.clone();
             let child = r.with_digest(desc.digest.clone());
-            let (mbody, mdigest) = inner.registry.manifest(&child).await?;
+            let (mbody, mdigest, _) = inner.registry.manifest(&route, &child).await?;
             let Document::Manifest(m) = parse_document(&mbody, None)? else {
                 return Err(PullCause::Other(format!(
                     "index entry {} for {} is itself an index",
@@ -127,7 +136,48 @@ async fn pull_inner(
             (Some(digest), mdigest, m, mt)
         }
     };
+    let target = Target {
+        index,
+        manifest_digest,
+        manifest,
+        media_type,
+        other_platforms: Vec::new(),
+    };
+    let rec = materialize(inner, Some(&route), r, target, opts, true, &mut report).await?;
+    Ok((rec, report))
+}
 
+/// What [`materialize`] turns into an image.
+pub(crate) struct Target {
+    pub(crate) index: Option<Digest>,
+    pub(crate) manifest_digest: Digest,
+    pub(crate) manifest: crate::manifest::Manifest,
+    pub(crate) media_type: String,
+    /// Blobs of an index's other platforms, kept with the image (see [`ImageRecord`]).
+    pub(crate) other_platforms: Vec<Digest>,
+}
+
+/// Given a manifest already in the content store: fetch its config and layers from `route`
+/// unless present (with no route they must be present), unpack every layer whose snapshot is
+/// missing, and record the image as `r`. Pull and import share this. `check_platform`
+/// refuses a single manifest for another platform than `opts.platform` (pull does; import
+/// records what the archive holds, as `docker load` does).
+pub(crate) async fn materialize(
+    inner: &Arc<Inner>,
+    route: Option<&Route>,
+    r: &Reference,
+    target: Target,
+    opts: &PullOptions,
+    check_platform: bool,
+    report: &mut PullReport,
+) -> Result<ImageRecord, PullCause> {
+    let Target {
+        index,
+        manifest_digest,
+        manifest,
+        media_type,
+        other_platforms,
+    } = target;
     // Config: small, fetched whole.
     let cfg = &manifest.config;
     if cfg.size > MAX_DOCUMENT_SIZE {
@@ -136,11 +186,19 @@ async fn pull_inner(
             cfg.digest, cfg.size
         )));
     }
-    fetch_blob(inner, r, cfg, &mut report).await?;
+    let cfg_progress = BlobProgress::new(
+        opts.progress.as_ref(),
+        &r.to_string(),
+        &cfg.digest,
+        BlobKind::Config,
+        cfg.size,
+    );
+    fetch_blob(inner, route, r, cfg, &cfg_progress, report).await?;
+    cfg_progress.send(ProgressPhase::Done, cfg.size);
     let cfg_body = inner.content.read(&cfg.digest, MAX_DOCUMENT_SIZE).await?;
     let config = ImageConfig::parse(&cfg_body, manifest.layers.len())?;
     let found = config.platform();
-    if !opts.platform.matches(&found) && index.is_none() {
+    if check_platform && !opts.platform.matches(&found) && index.is_none() {
         return Err(PullCause::WrongPlatform {
             found: found.to_string(),
             wanted: opts.platform.to_string(),
@@ -150,9 +208,27 @@ async fn pull_inner(
     let chains = chain_ids(&config.rootfs.diff_ids);
     let sem = Arc::new(Semaphore::new(opts.max_concurrent_layers.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let progress: Vec<BlobProgress> = manifest
+        .layers
+        .iter()
+        .map(|l| {
+            BlobProgress::new(
+                opts.progress.as_ref(),
+                &r.to_string(),
+                &l.digest,
+                BlobKind::Layer,
+                l.size,
+            )
+        })
+        .collect();
+    for p in &progress {
+        p.send(ProgressPhase::Waiting, 0);
+    }
     for (i, layer) in manifest.layers.iter().enumerate() {
         let inner = inner.clone();
         let r = r.clone();
+        let route = route.cloned();
+        let progress = progress[i].clone();
         let layer = layer.clone();
         let diff_id = config.rootfs.diff_ids[i].clone();
         let chain = chains[i].clone();
@@ -163,7 +239,17 @@ async fn pull_inner(
                 .acquire()
                 .await
                 .map_err(|e| PullCause::Other(e.to_string()))?;
-            layer_task(&inner, &r, &layer, diff_id, chain, parent).await
+            layer_task(
+                &inner,
+                route.as_ref(),
+                &r,
+                &layer,
+                diff_id,
+                chain,
+                parent,
+                &progress,
+            )
+            .await
         });
     }
     while let Some(res) = tasks.join_next().await {
@@ -186,52 +272,69 @@ async fn pull_inner(
         size: cfg.size + manifest.layers.iter().map(|l| l.size).sum::<u64>(),
         created: config.created.clone(),
         updated_unix: now_unix(),
+        other_platforms,
     };
     let meta = inner.meta.clone();
     let r2 = rec.clone();
     blocking(move || meta.put_image(&r2))
         .await
         .map_err(|e| PullCause::Other(e.to_string()))??;
-    Ok((rec, report))
+    Ok(rec)
 }
 
 /// Downloads a blob into the content store unless present. Returns bytes downloaded.
 async fn fetch_blob(
     inner: &Inner,
+    route: Option<&Route>,
     r: &Reference,
     desc: &Descriptor,
+    progress: &BlobProgress,
     report: &mut PullReport,
 ) -> Result<u64, PullCause> {
-    let n = fetch_blob_locked(inner, r, desc).await?;
+    let n = fetch_blob_locked(inner, route, r, desc, progress).await?;
     report.bytes_downloaded += n;
     Ok(n)
 }
 
 async fn fetch_blob_locked(
     inner: &Inner,
+    route: Option<&Route>,
     r: &Reference,
     desc: &Descriptor,
+    progress: &BlobProgress,
 ) -> Result<u64, PullCause> {
     let lock = inner.key_lock(&format!("blob:{}", desc.digest));
     let _held = lock.lock().await;
     if inner.content.exists(&desc.digest).await {
+        progress.send(ProgressPhase::Exists, desc.size);
         return Ok(0);
     }
+    let Some(route) = route else {
+        return Err(crate::content::ContentError::NotFound(desc.digest.clone()).into());
+    };
     let mut w = inner.content.writer().await?;
-    inner.registry.blob(r, &desc.digest, &mut w).await?;
+    progress.send(ProgressPhase::Downloading, 0);
+    inner
+        .registry
+        .blob(route, r, desc, &mut w, &progress.bytes_callback())
+        .await?;
     let n = w.written();
     w.commit(&desc.digest, Some(desc.size)).await?;
+    progress.send(ProgressPhase::Downloaded, n);
     Ok(n)
 }
 
 /// One layer: make sure snapshot `chain` exists. Returns (bytes downloaded, unpacked?).
+#[allow(clippy::too_many_arguments)]
 async fn layer_task(
     inner: &Arc<Inner>,
+    route: Option<&Route>,
     r: &Reference,
     layer: &Descriptor,
     diff_id: Digest,
     chain: Digest,
     parent: Option<Digest>,
+    progress: &BlobProgress,
 ) -> Result<(u64, bool), PullCause> {
     let key = chain.to_string();
     let lock = inner.key_lock(&format!("snapshot:{key}"));
@@ -242,9 +345,12 @@ async fn layer_task(
         .await
         .map_err(|e| PullCause::Other(e.to_string()))??
     {
+        progress.send(ProgressPhase::Exists, layer.size);
+        progress.send(ProgressPhase::Done, layer.size);
         return Ok((0, false));
     }
-    let downloaded = fetch_blob_locked(inner, r, layer).await?;
+    let downloaded = fetch_blob_locked(inner, route, r, layer, progress).await?;
+    progress.send(ProgressPhase::Unpacking, layer.size);
     let content = inner.content.clone();
     let snaps = inner.snapshots.clone();
     let blob = layer.digest.clone();
@@ -267,5 +373,6 @@ async fn layer_task(
     .await
     .map_err(|e| PullCause::Other(e.to_string()))?;
     unpacked?;
+    progress.send(ProgressPhase::Done, layer.size);
     Ok((downloaded, true))
 }

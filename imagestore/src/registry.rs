@@ -1,23 +1,29 @@
 //! Registry access through `oci-client`: manifests with all four `Accept` types, blobs
-//! streamed into the content store.
+//! streamed into the content store (resumed with a `Range` request when a connection drops),
+//! blob and manifest upload, and the `/v2/` check behind `login`.
 //!
-//! Plain HTTP is used for hosts listed in [`RegistryConfig::plain_http`] (as `host` or
-//! `host:port`) and, by default, for loopback registries (`127.0.0.0/8`, `localhost`,
-//! `[::1]`), which is what docker does for its "insecure registries" default; every other
-//! host is HTTPS. One `oci_client::Client` is kept per registry host so connections and
-//! bearer tokens are reused across pulls.
+//! Each request goes to a list of *endpoints*: the registry's mirrors in configured order,
+//! then the registry itself (see [`RegistryConfig`]). A pull resolves its manifest on the
+//! first endpoint that has it and fetches blobs from that endpoint first. Plain HTTP is used
+//! for hosts listed in [`RegistryConfig::plain_http`] and, by default, for loopback registries
+//! (`127.0.0.0/8`, `localhost`, `[::1]`), as docker does; every other host is HTTPS. One
+//! `oci_client::Client` is kept per endpoint so connections and bearer tokens are reused.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
 
-use oci_client::client::{ClientConfig, ClientProtocol};
+use futures_util::StreamExt as _;
+use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use tokio::io::AsyncWriteExt as _;
 
+use crate::auth::{read_auth_file, Credentials};
 use crate::content::Writer;
 use crate::digest::Digest;
-use crate::manifest::MANIFEST_ACCEPT;
+use crate::manifest::{Descriptor, MANIFEST_ACCEPT};
 use crate::reference::Reference;
+
+pub use crate::config::{ConfigError, RegistryConfig};
 
 /// A registry request failed; the message is the registry's or the transport's, on one line.
 #[derive(Debug, thiserror::Error)]
@@ -40,76 +46,160 @@ impl From<oci_client::errors::OciDistributionError> for RegistryError {
     }
 }
 
-/// Which registries to reach how.
+/// Per-call overrides of the configuration for the registry named in the reference (like
+/// docker's and nerdctl's `--insecure-registry` / `--plain-http` flags). Mirrors keep their
+/// configured settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryOverrides {
+    /// Speak plain HTTP to the registry.
+    pub plain_http: bool,
+    /// Use HTTPS without verifying the registry's certificate.
+    pub insecure: bool,
+}
+
+/// One place to send requests for a registry: a mirror or the registry itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Endpoint {
+    /// `host[:port]`.
+    pub(crate) host: String,
+    pub(crate) plain_http: bool,
+    pub(crate) insecure: bool,
+    pub(crate) mirror: bool,
+}
+
+/// The endpoints of one operation, preferred first.
 #[derive(Debug, Clone)]
-pub struct RegistryConfig {
-    /// Hosts (`host` or `host:port`) spoken to over plain HTTP.
-    pub plain_http: Vec<String>,
-    /// Whether loopback registries are plain HTTP without being listed (default true).
-    pub loopback_plain_http: bool,
-    /// Basic-auth credentials by registry (`host[:port]` -> (user, password)).
-    pub credentials: HashMap<String, (String, String)>,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
+pub(crate) struct Route {
+    pub(crate) endpoints: Vec<Endpoint>,
 }
 
-impl Default for RegistryConfig {
-    fn default() -> Self {
-        Self {
-            plain_http: Vec::new(),
-            loopback_plain_http: true,
-            credentials: HashMap::new(),
-            connect_timeout: Duration::from_secs(30),
-            read_timeout: Duration::from_secs(120),
-        }
+impl Route {
+    /// The same endpoints with `i` moved to the front.
+    fn prefer(&self, i: usize) -> Route {
+        let mut endpoints = self.endpoints.clone();
+        let e = endpoints.remove(i);
+        endpoints.insert(0, e);
+        Route { endpoints }
     }
 }
 
-impl RegistryConfig {
-    /// Whether `registry` (`host[:port]`) is spoken to over plain HTTP.
-    pub fn is_plain_http(&self, registry: &str) -> bool {
-        let host = crate::reference::split_host(registry);
-        if self.plain_http.iter().any(|h| h == registry || h == host) {
-            return true;
-        }
-        self.loopback_plain_http
-            && (host == "localhost"
-                || host == "[::1]"
-                || host
-                    .parse::<std::net::Ipv4Addr>()
-                    .is_ok_and(|ip| ip.is_loopback()))
-    }
-}
-
-/// Registry clients, one per host.
+/// Registry clients, one per endpoint, and the credentials to use.
 pub(crate) struct Registry {
     config: RegistryConfig,
     clients: Mutex<HashMap<String, Arc<oci_client::Client>>>,
+    /// Credentials from the files, by registry; refreshed by login/logout.
+    file_creds: RwLock<HashMap<String, Credentials>>,
 }
+
+/// Attempts on one endpoint when a blob download keeps failing mid-stream (each attempt after
+/// the first resumes where the previous one stopped).
+const BLOB_ATTEMPTS: usize = 4;
 
 impl Registry {
     pub(crate) fn new(config: RegistryConfig) -> Self {
         // reqwest is built without a default TLS provider; install ring once per process
         // (an error means one is installed already, which is fine).
         let _ = rustls::crypto::ring::default_provider().install_default();
-        Self {
+        let this = Self {
             config,
             clients: Mutex::new(HashMap::new()),
+            file_creds: RwLock::new(HashMap::new()),
+        };
+        this.reload_credentials();
+        this
+    }
+
+    pub(crate) fn config(&self) -> &RegistryConfig {
+        &self.config
+    }
+
+    /// Re-reads the credential files. An unreadable file is logged and skipped: a broken
+    /// `~/.docker/config.json` must not stop pulls from registries that need no login.
+    pub(crate) fn reload_credentials(&self) {
+        let mut creds = HashMap::new();
+        // docker's file first, so berth's own file wins on conflicts.
+        for path in [&self.config.docker_config, &self.config.auth_file]
+            .into_iter()
+            .flatten()
+        {
+            match read_auth_file(path) {
+                Ok(m) => creds.extend(m),
+                Err(e) => tracing::warn!(error = %e, "ignoring credentials file"),
+            }
+        }
+        *self.file_creds.write().unwrap_or_else(|e| e.into_inner()) = creds;
+        // Clients remember the credentials they were first given: start over.
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Credentials for `host` (explicit ones first, then the files).
+    pub(crate) fn credentials(&self, host: &str) -> Option<Credentials> {
+        self.config.explicit_credentials(host).or_else(|| {
+            self.file_creds
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(host)
+                .cloned()
+        })
+    }
+
+    fn endpoint(&self, host: &str, ov: Option<&RegistryOverrides>, mirror: bool) -> Endpoint {
+        let (host, scheme) = match host.split_once("://") {
+            Some((s, h)) => (h.trim_end_matches('/'), Some(s)),
+            None => (host, None),
+        };
+        let ov = ov.copied().unwrap_or_default();
+        Endpoint {
+            host: host.to_string(),
+            plain_http: match scheme {
+                Some("http") => true,
+                Some(_) => false,
+                None => ov.plain_http || self.config.is_plain_http(host),
+            },
+            insecure: ov.insecure || self.config.is_insecure(host),
+            mirror,
         }
     }
 
-    fn client(&self, r: &Reference) -> Arc<oci_client::Client> {
+    /// Where requests for `r` go: its mirrors, then the registry itself.
+    pub(crate) fn route(&self, r: &Reference, ov: &RegistryOverrides) -> Route {
+        let reg = r.registry();
+        let mut endpoints: Vec<Endpoint> = self
+            .config
+            .mirrors_of(reg)
+            .iter()
+            .map(|m| self.endpoint(m, None, true))
+            .collect();
+        if !self.config.is_mirror_only(reg) || endpoints.is_empty() {
+            endpoints.push(self.endpoint(reg, Some(ov), false));
+        }
+        Route { endpoints }
+    }
+
+    /// The registry itself, never a mirror (push and login go there).
+    pub(crate) fn direct(&self, registry: &str, ov: &RegistryOverrides) -> Route {
+        Route {
+            endpoints: vec![self.endpoint(registry, Some(ov), false)],
+        }
+    }
+
+    fn client(&self, ep: &Endpoint) -> Arc<oci_client::Client> {
+        let key = format!("{}|{}|{}", ep.host, ep.plain_http, ep.insecure);
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
-            .entry(r.registry().to_string())
+            .entry(key)
             .or_insert_with(|| {
-                let protocol = if self.config.is_plain_http(r.registry()) {
+                let protocol = if ep.plain_http {
                     ClientProtocol::Http
                 } else {
                     ClientProtocol::Https
                 };
                 Arc::new(oci_client::Client::new(ClientConfig {
                     protocol,
+                    accept_invalid_certificates: ep.insecure,
                     platform_resolver: None,
                     connect_timeout: Some(self.config.connect_timeout),
                     read_timeout: Some(self.config.read_timeout),
@@ -120,45 +210,378 @@ impl Registry {
             .clone()
     }
 
-    fn auth(&self, r: &Reference) -> RegistryAuth {
-        match self.config.credentials.get(r.registry()) {
-            Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
-            None => RegistryAuth::Anonymous,
-        }
-    }
-
-    /// GETs a manifest (any of the four types). The digest is checked against
-    /// `Docker-Content-Digest` and against the reference's digest when either is present.
-    pub(crate) async fn manifest(&self, r: &Reference) -> Result<(Vec<u8>, Digest), RegistryError> {
-        let client = self.client(r);
-        let (body, digest) = client
-            .pull_manifest_raw(&r.to_oci(), &self.auth(r), &MANIFEST_ACCEPT)
-            .await?;
-        let digest: Digest = digest
-            .parse()
-            .map_err(|e| RegistryError(format!("manifest digest: {e}")))?;
-        Ok((body.to_vec(), digest))
-    }
-
-    /// Streams blob `digest` of repository `r` into `out`. oci-client checks the digest (and
-    /// `Docker-Content-Digest`) at the end; the content writer checks it again on commit.
-    pub(crate) async fn blob(
+    /// The client, the reference as oci-client wants it (pointing at the mirror if `ep` is
+    /// one) and the credentials, stored in the client.
+    async fn prepare(
         &self,
+        ep: &Endpoint,
         r: &Reference,
-        digest: &Digest,
-        out: &mut Writer,
-    ) -> Result<(), RegistryError> {
-        let client = self.client(r);
-        let auth = self.auth(r);
-        let oci = r.to_oci();
+    ) -> (Arc<oci_client::Client>, oci_client::Reference, RegistryAuth) {
+        let client = self.client(ep);
+        let mut oci = r.to_oci();
+        if ep.mirror {
+            oci.set_mirror_registry(ep.host.clone());
+        }
+        let auth = match self.credentials(&ep.host) {
+            Some(c) => RegistryAuth::Basic(c.username, c.password),
+            None => RegistryAuth::Anonymous,
+        };
         client
             .store_auth_if_needed(oci.resolve_registry(), &auth)
             .await;
+        (client, oci, auth)
+    }
+
+    /// Runs `op` on each endpoint of `route` in turn until one succeeds. The error, if all
+    /// fail, lists each endpoint's; the route returned puts the one that worked first.
+    async fn each<T, F, Fut>(&self, route: &Route, mut op: F) -> Result<(T, Route), RegistryError>
+    where
+        F: FnMut(Endpoint) -> Fut,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
+    {
+        let mut errors = Vec::new();
+        for (i, ep) in route.endpoints.iter().enumerate() {
+            match op(ep.clone()).await {
+                Ok(v) => return Ok((v, route.prefer(i))),
+                Err(e) if route.endpoints.len() == 1 => return Err(e),
+                Err(e) => {
+                    let what = if ep.mirror { "mirror" } else { "registry" };
+                    tracing::debug!(endpoint = %ep.host, error = %e, "trying next endpoint");
+                    errors.push(format!("{what} {}: {e}", ep.host));
+                }
+            }
+        }
+        Err(RegistryError(errors.join("; ")))
+    }
+
+    /// GETs a manifest (any of the four types) from the first endpoint that has it. The
+    /// digest is checked against `Docker-Content-Digest` and against the reference's digest
+    /// when either is present.
+    pub(crate) async fn manifest(
+        &self,
+        route: &Route,
+        r: &Reference,
+    ) -> Result<(Vec<u8>, Digest, Route), RegistryError> {
+        let ((body, digest), route) = self
+            .each(route, |ep| async move {
+                let (client, oci, auth) = self.prepare(&ep, r).await;
+                let (body, digest) = client
+                    .pull_manifest_raw(&oci, &auth, &MANIFEST_ACCEPT)
+                    .await?;
+                let digest: Digest = digest
+                    .parse()
+                    .map_err(|e| RegistryError(format!("manifest digest: {e}")))?;
+                Ok((body.to_vec(), digest))
+            })
+            .await?;
+        Ok((body, digest, route))
+    }
+
+    /// Streams blob `desc` of repository `r` into `out`, calling `progress` with the bytes
+    /// written so far. A connection that drops mid-blob is resumed with a `Range` request
+    /// (restarted from zero if the registry ignores the range); the content writer checks the
+    /// digest of the whole on commit.
+    pub(crate) async fn blob(
+        &self,
+        route: &Route,
+        r: &Reference,
+        desc: &Descriptor,
+        out: &mut Writer,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), RegistryError> {
+        let digest = desc.digest.to_string();
+        let mut errors = Vec::new();
+        for ep in &route.endpoints {
+            // Each endpoint starts from zero: another server's partial bytes are not trusted
+            // to line up.
+            out.reset()
+                .await
+                .map_err(|e| RegistryError(format!("reset ingest: {e}")))?;
+            match self.blob_from(ep, r, desc, &digest, out, progress).await {
+                Ok(()) => return Ok(()),
+                Err(e) if route.endpoints.len() == 1 => return Err(e),
+                Err(e) => {
+                    let what = if ep.mirror { "mirror" } else { "registry" };
+                    errors.push(format!("{what} {}: {e}", ep.host));
+                }
+            }
+        }
+        Err(RegistryError(errors.join("; ")))
+    }
+
+    async fn blob_from(
+        &self,
+        ep: &Endpoint,
+        r: &Reference,
+        desc: &Descriptor,
+        digest: &str,
+        out: &mut Writer,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), RegistryError> {
+        let (client, oci, _auth) = self.prepare(ep, r).await;
+        let mut last_err = None;
+        for attempt in 0..BLOB_ATTEMPTS {
+            let offset = out.written();
+            let stream = if offset == 0 {
+                client.pull_blob_stream(&oci, digest).await
+            } else {
+                tracing::debug!(%digest, offset, attempt, "resuming blob download");
+                match client
+                    .pull_blob_stream_partial(&oci, digest, offset, None)
+                    .await
+                {
+                    Ok(BlobResponse::Partial(s)) => Ok(s),
+                    Ok(BlobResponse::Full(s)) => {
+                        out.reset()
+                            .await
+                            .map_err(|e| RegistryError(format!("reset ingest: {e}")))?;
+                        Ok(s)
+                    }
+                    Err(e) => Err(e),
+                }
+            };
+            // An HTTP error (404, 401, 500...) is the registry's answer: no retry.
+            let mut stream = stream?.stream;
+            let before = out.written();
+            let mut failed = None;
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        failed = Some(format!(
+                            "download interrupted after {} of {} bytes: {}",
+                            out.written(),
+                            desc.size,
+                            one_line(&e)
+                        ));
+                        break;
+                    }
+                };
+                if out.written() + chunk.len() as u64 > desc.size {
+                    return Err(RegistryError(format!(
+                        "blob {digest} is larger than the {} bytes the manifest says",
+                        desc.size
+                    )));
+                }
+                out.write_all(&chunk)
+                    .await
+                    .map_err(|e| RegistryError(format!("write ingest: {e}")))?;
+                progress(out.written());
+            }
+            match failed {
+                None if out.written() == desc.size => return Ok(()),
+                None => {
+                    failed = Some(format!(
+                        "download interrupted: connection closed after {} of {} bytes",
+                        out.written(),
+                        desc.size
+                    ))
+                }
+                Some(_) => {}
+            }
+            let e = failed.unwrap_or_default().replace(['\n', '\r'], " ");
+            // A verification error from oci-client means the bytes are wrong: no retry.
+            // Otherwise retry only while attempts make progress.
+            if e.to_lowercase().contains("digest") || (out.written() == before && attempt > 0) {
+                return Err(RegistryError(e));
+            }
+            last_err = Some(e);
+        }
+        Err(RegistryError(last_err.unwrap_or_default()))
+    }
+
+    /// Whether the registry has blob `digest` in repository `r` (HEAD).
+    pub(crate) async fn blob_exists(
+        &self,
+        route: &Route,
+        r: &Reference,
+        digest: &Digest,
+    ) -> Result<bool, RegistryError> {
+        let (client, oci, _auth) = self.prepare(&route.endpoints[0], r).await;
+        Ok(client.blob_exists(&oci, &digest.to_string()).await?)
+    }
+
+    /// Uploads a blob from a file in the content store.
+    pub(crate) async fn push_blob(
+        &self,
+        route: &Route,
+        r: &Reference,
+        digest: &Digest,
+        size: u64,
+        file: tokio::fs::File,
+    ) -> Result<(), RegistryError> {
+        let (client, oci, _auth) = self.prepare(&route.endpoints[0], r).await;
+        let stream = futures_util::stream::unfold(file, |mut f| async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = bytes::BytesMut::with_capacity(1 << 20);
+            match f.read_buf(&mut buf).await {
+                Ok(0) => None,
+                Ok(_) => Some((Ok(buf.freeze()), f)),
+                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), f)),
+            }
+        });
+        if size == 0 {
+            // Chunked upload refuses empty streams; an empty blob goes in one PUT.
+            client
+                .push_blob(&oci, Vec::new(), &digest.to_string())
+                .await?;
+            return Ok(());
+        }
         client
-            .pull_blob(&oci, digest.to_string().as_str(), out)
+            .push_blob_stream(&oci, stream, &digest.to_string(), Some(size))
             .await?;
         Ok(())
     }
+
+    /// PUTs a manifest or index under `r`'s tag (or digest).
+    pub(crate) async fn push_manifest(
+        &self,
+        route: &Route,
+        r: &Reference,
+        body: &[u8],
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        let (client, oci, _auth) = self.prepare(&route.endpoints[0], r).await;
+        let ct = media_type
+            .parse()
+            .map_err(|_| RegistryError(format!("bad media type {media_type:?}")))?;
+        client.push_manifest_raw(&oci, body.to_vec(), ct).await?;
+        Ok(())
+    }
+
+    /// Checks `creds` against `registry`'s `/v2/`: basic auth, or the bearer-token challenge
+    /// (token requested from the realm with the credentials).
+    pub(crate) async fn verify_login(
+        &self,
+        registry: &str,
+        creds: &Credentials,
+        ov: &RegistryOverrides,
+    ) -> Result<(), RegistryError> {
+        let ep = self.endpoint(registry, Some(ov), false);
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(ep.insecure)
+            .connect_timeout(self.config.connect_timeout)
+            .timeout(self.config.read_timeout)
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError(one_line(&e)))?;
+        let scheme = if ep.plain_http { "http" } else { "https" };
+        let url = format!("{scheme}://{}/v2/", ep.host);
+        let send = |req: reqwest::RequestBuilder| async move {
+            req.send().await.map_err(|e| RegistryError(one_line(&e)))
+        };
+        let res = send(http.get(&url)).await?;
+        if res.status().is_success() {
+            // The registry needs no login; docker accepts this too.
+            return Ok(());
+        }
+        if res.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Err(RegistryError(format!("GET {url}: HTTP {}", res.status())));
+        }
+        let challenge = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let denied = || RegistryError("unauthorized: invalid username or password".into());
+        match parse_challenge(&challenge) {
+            Some((scheme, params)) if scheme.eq_ignore_ascii_case("bearer") => {
+                let realm = params.get("realm").ok_or_else(|| {
+                    RegistryError(format!("bearer challenge without realm: {challenge}"))
+                })?;
+                let mut q: Vec<(&str, &str)> = vec![("account", creds.username.as_str())];
+                if let Some(s) = params.get("service") {
+                    q.push(("service", s));
+                }
+                let res = send(
+                    http.get(realm.as_str())
+                        .query(&q)
+                        .basic_auth(&creds.username, Some(&creds.password)),
+                )
+                .await?;
+                match res.status() {
+                    s if s.is_success() => {
+                        let body = res.bytes().await.map_err(|e| RegistryError(one_line(&e)))?;
+                        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| {
+                            RegistryError(format!("token from {realm} is not JSON"))
+                        })?;
+                        let token = v
+                            .get("token")
+                            .or_else(|| v.get("access_token"))
+                            .and_then(|t| t.as_str())
+                            .ok_or_else(|| RegistryError(format!("no token from {realm}")))?;
+                        let res = send(http.get(&url).bearer_auth(token)).await?;
+                        if res.status().is_success() {
+                            Ok(())
+                        } else {
+                            Err(denied())
+                        }
+                    }
+                    reqwest::StatusCode::UNAUTHORIZED | reqwest::StatusCode::FORBIDDEN => {
+                        Err(denied())
+                    }
+                    s => Err(RegistryError(format!("token request to {realm}: HTTP {s}"))),
+                }
+            }
+            _ => {
+                let res = send(
+                    http.get(&url)
+                        .basic_auth(&creds.username, Some(&creds.password)),
+                )
+                .await?;
+                if res.status().is_success() {
+                    Ok(())
+                } else if res.status() == reqwest::StatusCode::UNAUTHORIZED {
+                    Err(denied())
+                } else {
+                    Err(RegistryError(format!("GET {url}: HTTP {}", res.status())))
+                }
+            }
+        }
+    }
+}
+
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !msg.contains(&m) {
+            msg.push_str(": ");
+            msg.push_str(&m);
+        }
+        src = s.source();
+    }
+    msg.replace(['\n', '\r'], " ")
+}
+
+/// Parses `Scheme k="v",k2=v2` (one challenge) into the scheme and its parameters.
+fn parse_challenge(h: &str) -> Option<(String, HashMap<String, String>)> {
+    let h = h.trim();
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    if scheme.is_empty() {
+        return None;
+    }
+    let mut params = HashMap::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((k, after)) = rest.split_once('=') else {
+            break;
+        };
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let after = after.trim_start();
+        let (v, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (q[..end].to_string(), q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].trim().to_string(), &after[end..])
+        };
+        params.insert(k, v);
+        rest = next.trim_start_matches([',', ' ']);
+    }
+    Some((scheme.to_string(), params))
 }
 
 #[cfg(test)]
@@ -166,17 +589,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_http_hosts() {
-        let mut c = RegistryConfig::default();
-        assert!(c.is_plain_http("127.0.0.1:5000"));
-        assert!(c.is_plain_http("127.1.2.3"));
-        assert!(c.is_plain_http("localhost:5000"));
-        assert!(c.is_plain_http("[::1]:5000"));
-        assert!(!c.is_plain_http("docker.io"));
-        assert!(!c.is_plain_http("reg.example:5000"));
-        c.plain_http.push("reg.example".into());
-        assert!(c.is_plain_http("reg.example:5000"));
-        c.loopback_plain_http = false;
-        assert!(!c.is_plain_http("127.0.0.1:5000"));
+    fn challenges() {
+        let (s, p) =
+            parse_challenge(r#"Bearer realm="http://127.0.0.1:1/token",service="reg",scope="repository:a:pull,push""#)
+                .unwrap();
+        assert_eq!(s, "Bearer");
+        assert_eq!(p["realm"], "http://127.0.0.1:1/token");
+        assert_eq!(p["service"], "reg");
+        assert_eq!(p["scope"], "repository:a:pull,push");
+        let (s, p) = parse_challenge("Basic realm=Registry").unwrap();
+        assert_eq!(s, "Basic");
+        assert_eq!(p["realm"], "Registry");
+    }
+
+    #[test]
+    fn routes_try_mirrors_first() {
+        let mut c = RegistryConfig {
+            auth_file: None,
+            docker_config: None,
+            ..Default::default()
+        };
+        c.mirrors.insert(
+            "docker.io".into(),
+            vec!["127.0.0.1:5001".into(), "https://m.lan".into()],
+        );
+        let reg = Registry::new(c.clone());
+        let r: Reference = "nginx".parse().unwrap();
+        let route = reg.route(&r, &RegistryOverrides::default());
+        let hosts: Vec<(&str, bool, bool)> = route
+            .endpoints
+            .iter()
+            .map(|e| (e.host.as_str(), e.plain_http, e.mirror))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("127.0.0.1:5001", true, true),
+                ("m.lan", false, true),
+                ("docker.io", false, false)
+            ]
+        );
+        c.mirrors_only.push("docker.io".into());
+        let reg = Registry::new(c);
+        assert_eq!(
+            reg.route(&r, &RegistryOverrides::default()).endpoints.len(),
+            2
+        );
+        let r: Reference = "reg.lan:5000/a".parse().unwrap();
+        let ov = RegistryOverrides {
+            plain_http: true,
+            insecure: true,
+        };
+        let e = &reg.route(&r, &ov).endpoints[0];
+        assert!(e.plain_http && e.insecure && !e.mirror);
     }
 }
