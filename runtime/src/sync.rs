@@ -33,11 +33,17 @@ pub enum Msg {
     SeccompFd,
     Ready { warnings: Vec<String> },
     Error(String),
+    /// Parent to init: the init is in its cgroup in every hierarchy. Sent once, right after
+    /// the first `Proceed`, possibly while the init is already at work (joining cgroup v1
+    /// hierarchies can wait out an RCU grace period; the init's mount work overlaps it).
+    CgroupJoined,
 }
 
 /// One end of the parent/init channel.
 pub struct Channel {
     fd: OwnedFd,
+    /// `CgroupJoined` has arrived (the init side notes it whenever it shows up).
+    joined: std::cell::Cell<bool>,
 }
 
 impl Channel {
@@ -50,7 +56,16 @@ impl Channel {
             SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| Error::Other(format!("socketpair: {e}")))?;
-        Ok((Channel { fd: a }, Channel { fd: b }))
+        Ok((
+            Channel {
+                fd: a,
+                joined: Default::default(),
+            },
+            Channel {
+                fd: b,
+                joined: Default::default(),
+            },
+        ))
     }
 
     pub fn raw_fd(&self) -> RawFd {
@@ -143,18 +158,35 @@ impl Channel {
         Ok(Some((m, fd)))
     }
 
-    /// Waits for `want`; an `Error` from the other side becomes this call's error.
+    /// Waits for `want`; an `Error` from the other side becomes this call's error. A
+    /// `CgroupJoined` on the way is noted (see [`Channel::wait_cgroup`]).
     pub fn expect(&self, want: Msg) -> Result<()> {
-        match self.recv()? {
-            Some((m, _)) if m == want => Ok(()),
-            Some((Msg::Error(e), _)) => Err(Error::Other(e)),
-            Some((m, _)) => Err(Error::Other(format!(
-                "protocol error: expected {want:?}, got {m:?}"
-            ))),
-            None => Err(Error::Other(format!(
-                "protocol error: expected {want:?}, the other side closed"
-            ))),
+        loop {
+            match self.recv()? {
+                Some((m, _)) if m == want => return Ok(()),
+                Some((Msg::CgroupJoined, _)) => self.joined.set(true),
+                Some((Msg::Error(e), _)) => return Err(Error::Other(e)),
+                Some((m, _)) => {
+                    return Err(Error::Other(format!(
+                        "protocol error: expected {want:?}, got {m:?}"
+                    )))
+                }
+                None => {
+                    return Err(Error::Other(format!(
+                        "protocol error: expected {want:?}, the other side closed"
+                    )))
+                }
+            }
         }
+    }
+
+    /// Init side: returns once the parent has put us in our cgroup.
+    pub fn wait_cgroup(&self) -> Result<()> {
+        if !self.joined.get() {
+            self.expect(Msg::CgroupJoined)?;
+            self.joined.set(true);
+        }
+        Ok(())
     }
 }
 

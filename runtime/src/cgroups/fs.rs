@@ -109,6 +109,12 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 /// Removes `dir` and the cgroups below it, deepest first. A cgroup whose last processes are
 /// still exiting answers EBUSY for a moment: retry until `deadline`. A missing `dir` is fine.
 pub fn remove_tree(dir: &Path, deadline: Instant) -> Result<()> {
+    // Usually a leaf: try that first and list children only if it has some.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     for sub in subdirs(dir) {
         remove_tree(&sub, deadline)?;
     }

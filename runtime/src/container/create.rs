@@ -182,6 +182,11 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
     if clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
         write_id_maps(pid, &spec)?;
     }
+    // Let the init start on its namespaces and mounts while we put it in its cgroup: on cgroup
+    // v1 the first write to cgroup.procs waits out an RCU grace period (milliseconds), and the
+    // init has work to do meanwhile. It waits for `CgroupJoined` before anything that depends
+    // on its cgroup (a cgroup namespace, the cgroup mount, hooks, reporting ready).
+    parent_chan.send(&Msg::Proceed)?;
     if !in_cgroup {
         cgroup.add_pid(pid)?;
     }
@@ -192,7 +197,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
     }
     let mut st = provisional_state(opts, &bundle, &rootfs, &spec, &cgroup, pid);
     st.save(&opts.root)?;
-    parent_chan.send(&Msg::Proceed)?;
+    parent_chan.send(&Msg::CgroupJoined)?;
 
     loop {
         let Some((msg, fd)) = parent_chan.recv()? else {

@@ -42,7 +42,7 @@ pub fn signal_all(st: &State, sig: Signal) {
         for pid in cg.pids().unwrap_or_default() {
             let _ = sys_kill(Pid::from_raw(pid), sig);
         }
-        if sig == Signal::SIGKILL {
+        if sig == Signal::SIGKILL && cg.is_frozen().unwrap_or(false) {
             let _ = cg.thaw();
         }
     }

@@ -115,6 +115,8 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
         .join_types(&[LinuxNamespaceType::Cgroup])
         .map_err(e)?;
     if a.plan.creates(LinuxNamespaceType::Cgroup) {
+        // The namespace's root is the cgroup we are in when we unshare it.
+        chan.wait_cgroup().map_err(e)?;
         unshare(CloneFlags::CLONE_NEWCGROUP)
             .map_err(|err| e(Error::Other(format!("unshare cgroup namespace: {err}"))))?;
     }
@@ -140,7 +142,13 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
     }
 
     if a.plan.creates(LinuxNamespaceType::Mount) || a.plan.joins(LinuxNamespaceType::Mount) {
-        rootfs::prepare(spec, a.rootfs).map_err(|err| e(err.into()))?;
+        rootfs::prepare_with(spec, a.rootfs, &mut || {
+            chan.wait_cgroup()
+                .map_err(|err| rootfs::RootfsError::Other(err.to_string()))
+        })
+        .map_err(|err| e(err.into()))?;
+        // Hooks and everything after may look at our cgroup.
+        chan.wait_cgroup().map_err(e)?;
         let state = &a.state_json;
         let hooks_cfg = spec.hooks().as_ref();
         hooks::run_all(

@@ -89,6 +89,16 @@ pub(crate) struct Ctx<'a> {
 
 /// Step 1: everything that happens before pivot_root. `rootfs` is absolute and canonical.
 pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
+    prepare_with(spec, rootfs, &mut || Ok(()))
+}
+
+/// [`prepare`], calling `before_cgroup` before the first `cgroup` mount (which reads the
+/// process's own cgroup, so the process must be in it by then).
+pub fn prepare_with(
+    spec: &Spec,
+    rootfs: &Path,
+    before_cgroup: &mut dyn FnMut() -> Result<(), RootfsError>,
+) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
     let propagation = match linux.and_then(|l| l.rootfs_propagation().as_deref()) {
         Some(p) if !p.is_empty() => options::root_propagation(p)?,
@@ -116,13 +126,33 @@ pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
         userns: has_ns(LinuxNamespaceType::User) || sys::in_user_namespace(),
         cgroupns: has_ns(LinuxNamespaceType::Cgroup),
     };
-    for m in spec.mounts().iter().flatten() {
+    // `cgroup` mounts read the process's own cgroup, which the parent may still be setting up
+    // (see `before_cgroup`): do them last, unless another mount goes inside one of them.
+    let all: Vec<&oci_spec::runtime::Mount> = spec.mounts().iter().flatten().collect();
+    let is_cg = |m: &oci_spec::runtime::Mount| m.typ().as_deref() == Some("cgroup");
+    let nested = all.iter().filter(|m| is_cg(m)).any(|cg| {
+        all.iter()
+            .any(|m| !is_cg(m) && m.destination().starts_with(cg.destination()))
+    });
+    let (first, last): (Vec<_>, Vec<_>) = if nested {
+        (all, Vec::new())
+    } else {
+        all.into_iter().partition(|m| !is_cg(m))
+    };
+    for m in first {
+        if is_cg(m) {
+            before_cgroup()?;
+        }
         mounts::mount_entry(&ctx, m)?;
     }
     if devices::needs_setup_dev(spec) {
         devices::create_devices(&ctx, linux.and_then(|l| l.devices().as_deref()))?;
         devices::setup_ptmx(&ctx)?;
         devices::setup_dev_symlinks(&ctx)?;
+    }
+    for m in last {
+        before_cgroup()?;
+        mounts::mount_entry(&ctx, m)?;
     }
     Ok(())
 }

@@ -100,9 +100,11 @@ pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32>
 }
 
 fn wants_terminal(a: &CreateArgs) -> bool {
-    berth_runtime::spec::load(&a.bundle)
+    // Only a peek at one field: the library reads and checks the whole config.
+    std::fs::read(a.bundle.join("config.json"))
         .ok()
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()))
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v.pointer("/process/terminal").and_then(|t| t.as_bool()))
         .unwrap_or(false)
 }
 
