@@ -1,85 +1,24 @@
-//! Import and export: OCI image layout directories, OCI archives (a layout in a tar) and
-//! docker archives (`docker save`: `manifest.json` + `repositories` + blobs).
-//!
-//! ```text
-//! OCI layout                          docker archive
-//!   oci-layout                          manifest.json  [{Config, RepoTags, Layers}]
-//!   index.json   manifests + names      repositories   {repo: {tag: id}}
-//!   blobs/sha256/<hex>                  blobs/sha256/<hex> (or <id>/layer.tar, <id>.json)
-//! ```
-//!
-//! **Import** reads a directory or a tar (optionally gzip- or zstd-compressed). Every blob is
-//! streamed into the content store and its digest checked before it is visible (a blob named
-//! by digest must have that digest); docker archives' files get their digest computed. Then
-//! each named entry becomes an image exactly as a pull would: layers unpacked into snapshots,
-//! name recorded last. Names come from the `io.containerd.image.name` annotation, else
-//! `org.opencontainers.image.ref.name` (a full reference, or a tag appended to
-//! [`ImportOptions::name`]), else [`ImportOptions::name`]; docker archives use `RepoTags`.
-//! From an index every platform present in the layout is kept (so it can be exported or
-//! pushed again as the same index); the host's (or [`ImportOptions::platform`]) is unpacked.
-//! On failure no image is recorded and blobs nothing references are removed.
-//!
-//! **Export** writes everything to `<path>.tmp-<pid>` and renames it to `path` (which must not
-//! exist) when complete. An image whose whole index is stored is exported as that index, so
-//! digests survive a round trip. Docker archives keep layers compressed, as stored; `docker
-//! load` and `skopeo` decompress them.
+//! Import: a layout directory or a (compressed) tar streamed into the content store, then
+//! each named entry materialized as a pull would.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Read;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
 
+use super::{blob_path, clean_rel, ImportOptions, IMAGE_NAME, REF_NAME};
 use crate::digest::Digest;
-use crate::error::{Error, Result};
 use crate::manifest::{
-    parse_document, Descriptor, Document, Index, Manifest, Platform, MAX_DOCUMENT_SIZE, OCI_CONFIG,
-    OCI_INDEX, OCI_MANIFEST,
+    parse_document, Descriptor, Document, Index, Manifest, MAX_DOCUMENT_SIZE, OCI_CONFIG,
+    OCI_MANIFEST,
 };
 use crate::metadata::ImageRecord;
 use crate::pull::{materialize, PullOptions, PullReport, Target};
 use crate::reference::Reference;
-use crate::store::{blocking, gc_locked, Inner, Store};
+use crate::store::{blocking, Inner};
 use crate::unpack::{sniff, Compression};
-
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
-const IMAGE_NAME: &str = "io.containerd.image.name";
-
-/// The on-disk formats of [`Store::export`] (import detects them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveFormat {
-    /// An OCI image layout directory.
-    OciDir,
-    /// An OCI image layout in a tar file.
-    OciArchive,
-    /// A `docker save` tar file.
-    DockerArchive,
-}
-
-impl std::str::FromStr for ArchiveFormat {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "oci" | "oci-dir" => Ok(Self::OciDir),
-            "oci-archive" => Ok(Self::OciArchive),
-            "docker-archive" | "docker" => Ok(Self::DockerArchive),
-            _ => Err(format!(
-                "unknown format {s:?} (oci-dir, oci-archive, docker-archive)"
-            )),
-        }
-    }
-}
-
-/// Options of [`Store::import`].
-#[derive(Debug, Clone, Default)]
-pub struct ImportOptions {
-    /// Repository (`localhost/app`) for entries named only by a tag, or the full name for an
-    /// archive whose single entry has no name.
-    pub name: Option<String>,
-    /// Platform to unpack from an index (default: the host's).
-    pub platform: Platform,
-}
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -101,23 +40,6 @@ enum Source {
 }
 
 const SMALL_FILES: [&str; 4] = ["index.json", "oci-layout", "manifest.json", "repositories"];
-
-/// A relative path from an archive, cleaned; `None` if it would leave the archive.
-fn clean_rel(p: &str) -> Option<String> {
-    let mut out = Vec::new();
-    for c in Path::new(p).components() {
-        match c {
-            Component::Normal(s) => out.push(s.to_str()?),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    (!out.is_empty()).then(|| out.join("/"))
-}
-
-fn blob_path(d: &Digest) -> String {
-    format!("blobs/sha256/{}", d.hex())
-}
 
 impl Source {
     async fn small(&self, rel: &str) -> std::result::Result<Option<Vec<u8>>, String> {
@@ -310,70 +232,7 @@ fn entry_name(
     }
 }
 
-impl Store {
-    /// Imports an OCI layout directory, OCI archive or docker archive (format detected).
-    /// Returns the images recorded, in archive order.
-    pub async fn import(
-        &self,
-        path: impl AsRef<Path>,
-        opts: &ImportOptions,
-    ) -> Result<Vec<ImageRecord>> {
-        let path = path.as_ref().to_path_buf();
-        let guard = self.inner.gc_lock.read().await;
-        let result = import_inner(&self.inner, &path, opts).await;
-        drop(guard);
-        // Remove blobs nothing references (unused files of the archive, or all of a failed
-        // import).
-        let _g = self.inner.gc_lock.write().await;
-        let inner = self.inner.clone();
-        if let Ok(Err(e)) = blocking(move || gc_locked(&inner)).await {
-            tracing::warn!(path = %path.display(), error = %e, "cleanup after import");
-        }
-        result.map_err(|cause| Error::Import {
-            path: path.display().to_string(),
-            cause: cause.replace(['\n', '\r'], " "),
-        })
-    }
-
-    /// Exports `images` to `path` in `format`. `path` must not exist.
-    pub async fn export(
-        &self,
-        images: &[&str],
-        path: impl AsRef<Path>,
-        format: ArchiveFormat,
-    ) -> Result<()> {
-        let path = path.as_ref().to_path_buf();
-        let fail = |cause: String| Error::Export {
-            path: path.display().to_string(),
-            cause: cause.replace(['\n', '\r'], " "),
-        };
-        if images.is_empty() {
-            return Err(fail("no image given".into()));
-        }
-        if path.symlink_metadata().is_ok() {
-            return Err(fail("already exists".into()));
-        }
-        let mut recs = Vec::new();
-        for name in images {
-            recs.push(self.image(name).await?);
-        }
-        let _guard = self.inner.gc_lock.read().await;
-        let mut plans = Vec::new();
-        for rec in &recs {
-            let (children, top) = crate::push::plan(&self.inner, rec)
-                .await
-                .map_err(|e| fail(format!("{}: {e}", rec.name)))?;
-            plans.push((rec.clone(), children, top));
-        }
-        let inner = self.inner.clone();
-        let p = path.clone();
-        blocking(move || write_export(&inner, &p, format, &plans))
-            .await?
-            .map_err(fail)
-    }
-}
-
-async fn import_inner(
+pub(super) async fn import_inner(
     inner: &Arc<Inner>,
     path: &Path,
     opts: &ImportOptions,
@@ -604,175 +463,4 @@ async fn import_docker(
         }
     }
     Ok(out)
-}
-
-/// Where export writes: a directory tree or a tar stream, with the same relative paths.
-enum Sink {
-    Dir(PathBuf),
-    Tar(tar::Builder<std::io::BufWriter<std::fs::File>>),
-}
-
-impl Sink {
-    fn header(size: u64) -> tar::Header {
-        let mut h = tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_uid(0);
-        h.set_gid(0);
-        h.set_entry_type(tar::EntryType::Regular);
-        h
-    }
-
-    fn bytes(&mut self, rel: &str, data: &[u8]) -> std::io::Result<()> {
-        match self {
-            Sink::Dir(d) => {
-                let p = d.join(rel);
-                std::fs::create_dir_all(p.parent().unwrap_or(d))?;
-                std::fs::write(p, data)
-            }
-            Sink::Tar(t) => t.append_data(&mut Self::header(data.len() as u64), rel, data),
-        }
-    }
-
-    fn file(&mut self, rel: &str, src: &Path) -> std::io::Result<()> {
-        match self {
-            Sink::Dir(d) => {
-                let p = d.join(rel);
-                std::fs::create_dir_all(p.parent().unwrap_or(d))?;
-                std::fs::copy(src, p).map(drop)
-            }
-            Sink::Tar(t) => {
-                let f = std::fs::File::open(src)?;
-                let len = f.metadata()?.len();
-                t.append_data(&mut Self::header(len), rel, f)
-            }
-        }
-    }
-
-    fn finish(self) -> std::io::Result<()> {
-        match self {
-            Sink::Dir(_) => Ok(()),
-            Sink::Tar(t) => {
-                let w = t.into_inner()?;
-                w.into_inner().map_err(|e| e.into_error())?.sync_all()
-            }
-        }
-    }
-}
-
-type Plan = (ImageRecord, Vec<crate::push::Doc>, crate::push::Doc);
-
-fn write_export(
-    inner: &Inner,
-    path: &Path,
-    format: ArchiveFormat,
-    plans: &[Plan],
-) -> std::result::Result<(), String> {
-    let tmp = {
-        let mut s = path.as_os_str().to_os_string();
-        s.push(format!(".tmp-{}", std::process::id()));
-        PathBuf::from(s)
-    };
-    let _ = crate::unpack::remove_tree(&tmp);
-    let res = (|| -> std::io::Result<()> {
-        let mut sink = match format {
-            ArchiveFormat::OciDir => {
-                std::fs::create_dir(&tmp)?;
-                Sink::Dir(tmp.clone())
-            }
-            _ => {
-                let f = std::fs::File::create(&tmp)?;
-                Sink::Tar(tar::Builder::new(std::io::BufWriter::with_capacity(
-                    1 << 20,
-                    f,
-                )))
-            }
-        };
-        let mut written = std::collections::HashSet::new();
-        let mut blob = |sink: &mut Sink, d: &Digest| -> std::io::Result<()> {
-            if written.insert(d.clone()) {
-                sink.file(&blob_path(d), &inner.content.path(d))?;
-            }
-            Ok(())
-        };
-        match format {
-            ArchiveFormat::OciDir | ArchiveFormat::OciArchive => {
-                let mut manifests = Vec::new();
-                for (rec, children, top) in plans {
-                    for doc in children.iter().chain([top]) {
-                        for (d, _) in &doc.blobs {
-                            blob(&mut sink, d)?;
-                        }
-                        blob(&mut sink, &doc.digest)?;
-                    }
-                    let r: Reference = rec.name.parse().map_err(std::io::Error::other)?;
-                    let mut ann = BTreeMap::new();
-                    ann.insert(IMAGE_NAME.to_string(), rec.name.clone());
-                    if let Some(t) = r.tag() {
-                        ann.insert(REF_NAME.to_string(), t.to_string());
-                    }
-                    manifests.push(serde_json::json!({
-                        "mediaType": top.media_type,
-                        "digest": top.digest,
-                        "size": top.body.len(),
-                        "annotations": ann,
-                    }));
-                }
-                let index = serde_json::json!({
-                    "schemaVersion": 2,
-                    "mediaType": OCI_INDEX,
-                    "manifests": manifests,
-                });
-                sink.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-                sink.bytes("index.json", &serde_json::to_vec(&index)?)?;
-            }
-            ArchiveFormat::DockerArchive => {
-                let mut entries = Vec::new();
-                let mut repos: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-                for (rec, _, _) in plans {
-                    blob(&mut sink, &rec.config)?;
-                    for l in &rec.layers {
-                        blob(&mut sink, l)?;
-                    }
-                    let r: Reference = rec.name.parse().map_err(std::io::Error::other)?;
-                    let tags: Vec<String> = r
-                        .tag()
-                        .map(|t| format!("{}:{t}", r.name()))
-                        .into_iter()
-                        .collect();
-                    if let (Some(t), Some(top)) = (r.tag(), rec.layers.last()) {
-                        repos
-                            .entry(r.name())
-                            .or_default()
-                            .insert(t.to_string(), top.hex().to_string());
-                    }
-                    entries.push(serde_json::json!({
-                        "Config": blob_path(&rec.config),
-                        "RepoTags": tags,
-                        "Layers": rec.layers.iter().map(blob_path).collect::<Vec<_>>(),
-                    }));
-                }
-                sink.bytes("manifest.json", &serde_json::to_vec(&entries)?)?;
-                sink.bytes("repositories", &serde_json::to_vec(&repos)?)?;
-            }
-        }
-        sink.finish()?;
-        if format == ArchiveFormat::OciDir {
-            // Make the tree durable before it gets its name.
-            let f = std::fs::File::open(&tmp)?;
-            rustix::fs::syncfs(&f)?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = res {
-        let _ = crate::unpack::remove_tree(&tmp);
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.to_string());
-    }
-    Ok(())
 }
