@@ -31,7 +31,9 @@ pub enum Msg {
     HooksDone,
     ConsoleFd,
     SeccompFd,
-    Ready { warnings: Vec<String> },
+    Ready {
+        warnings: Vec<String>,
+    },
     Error(String),
     /// Parent to init: the init is in its cgroup in every hierarchy. Sent once, right after
     /// the first `Proceed`, possibly while the init is already at work (joining cgroup v1

@@ -305,12 +305,56 @@ impl Cgroup {
         }
     }
 
-    /// On a pure cgroup v2 host, an fd of the cgroup directory for `clone3(CLONE_INTO_CGROUP)`.
+    /// An fd of the cgroup's directory in the unified hierarchy, for `clone3(CLONE_INTO_CGROUP)`
+    /// (pure v2, and the unified half of a hybrid host). `None` on pure v1.
     pub fn clone_into_fd(&self) -> Option<OwnedFd> {
         match Layout::get().ok()? {
             Layout::V2 { root } => fs::open_dir(&root.join(self.rel())).ok(),
-            Layout::V1 { .. } => None,
+            Layout::V1 {
+                unified: Some(u), ..
+            } => fs::open_dir(&u.join(self.rel())).ok(),
+            Layout::V1 { unified: None, .. } => None,
         }
+    }
+
+    /// Whether the host has v1 hierarchies (which `CLONE_INTO_CGROUP` does not reach).
+    pub fn host_has_v1() -> bool {
+        matches!(Layout::get(), Ok(Layout::V1 { .. }))
+    }
+
+    /// Moves the calling (single-threaded) process into the cgroup in every v1 hierarchy by
+    /// writing `0` to `tasks`. Unlike another process writing our pid to `cgroup.procs`, this
+    /// does not take the kernel's global threadgroup lock, whose first use waits out an RCU
+    /// grace period — milliseconds on every container start.
+    pub fn join_self_v1(&self) -> std::result::Result<(), CgroupError> {
+        if let Layout::V1 { mounts, .. } = Layout::get()? {
+            for m in mounts {
+                fs::write(&m.dir.join(self.rel()), "tasks", "0")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into the cgroup in the unified hierarchy of a hybrid host (nothing on pure v1).
+    pub fn add_pid_unified(&self, pid: i32) -> std::result::Result<(), CgroupError> {
+        if let Layout::V1 {
+            unified: Some(u), ..
+        } = Layout::get()?
+        {
+            fs::write(&u.join(self.rel()), "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Moves `pid` into the cgroup in the v1 hierarchies only (its unified cgroup was set by
+    /// `CLONE_INTO_CGROUP`).
+    pub fn add_pid_v1(&self, pid: i32) -> std::result::Result<(), CgroupError> {
+        if let Layout::V1 { mounts, .. } = Layout::get()? {
+            for m in mounts {
+                fs::write(&m.dir.join(self.rel()), "cgroup.procs", &pid.to_string())?;
+            }
+        }
+        Ok(())
     }
 
     /// Moves `pid` into the cgroup in every hierarchy (not needed after `CLONE_INTO_CGROUP`).

@@ -153,6 +153,9 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
             return Err(e);
         }
     };
+    // Where CLONE_INTO_CGROUP does not reach (v1 hierarchies), the init joins by itself,
+    // unless it was born in a new user namespace that gives it no right to (then we move it).
+    let self_join = Cgroup::host_has_v1() && !clone_flags.contains(CloneFlags::CLONE_NEWUSER);
     let pid = match forked {
         Forked::Child => {
             drop(parent_chan);
@@ -169,6 +172,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
                 runtime_hooks,
                 state_json: state_json_creating(std::process::id() as i32),
                 keyring: (!opts.no_new_keyring).then(|| format!("_ses.{}", opts.id)),
+                join_cgroup_v1: self_join.then(|| cgroup.clone()),
             };
             init::run(args, child_chan)
         }
@@ -186,9 +190,14 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
     // v1 the first write to cgroup.procs waits out an RCU grace period (milliseconds), and the
     // init has work to do meanwhile. It waits for `CgroupJoined` before anything that depends
     // on its cgroup (a cgroup namespace, the cgroup mount, hooks, reporting ready).
-    parent_chan.send(&Msg::Proceed)?;
-    if !in_cgroup {
-        cgroup.add_pid(pid)?;
+    // A failed send means the init is gone; its error (or exit) is read in the loop below.
+    let _ = parent_chan.send(&Msg::Proceed);
+    match (in_cgroup, self_join) {
+        (true, true) => {}
+        (true, false) => cgroup.add_pid_v1(pid)?,
+        // No CLONE_INTO_CGROUP (an old kernel): the unified hierarchy is ours to do.
+        (false, true) => cgroup.add_pid_unified(pid)?,
+        (false, false) => cgroup.add_pid(pid)?,
     }
     if let Some(adj) = process.oom_score_adj() {
         if let Some(w) = rlimits::set_oom_score_adj(pid, adj)? {
@@ -197,7 +206,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
     }
     let mut st = provisional_state(opts, &bundle, &rootfs, &spec, &cgroup, pid);
     st.save(&opts.root)?;
-    parent_chan.send(&Msg::CgroupJoined)?;
+    let _ = parent_chan.send(&Msg::CgroupJoined);
 
     loop {
         let Some((msg, fd)) = parent_chan.recv()? else {

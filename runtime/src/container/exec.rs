@@ -77,6 +77,12 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     let pid = match forked {
         Forked::Child => {
             drop(parent_chan);
+            // v1 hierarchies: the process joins by itself before it enters the container's
+            // namespaces (see `Cgroup::join_self_v1`).
+            let join_v1 = st
+                .cgroup
+                .as_ref()
+                .filter(|_| crate::cgroups::Cgroup::host_has_v1());
             child(
                 &ns,
                 &opts.process,
@@ -84,6 +90,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
                 filter,
                 opts.preserve_fds,
                 &child_chan,
+                join_v1,
             )
         }
         Forked::Parent(pid) => pid,
@@ -97,7 +104,11 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     };
     if !in_cgroup {
         if let Some(cg) = &st.cgroup {
-            cg.add_pid(pid).map_err(|e| fail(e.into()))?;
+            // The v1 hierarchies are the child's own job.
+            cg.add_pid_unified(pid).map_err(|e| fail(e.into()))?;
+            if !crate::cgroups::Cgroup::host_has_v1() {
+                cg.add_pid(pid).map_err(|e| fail(e.into()))?;
+            }
         }
     }
     parent_chan.send(&Msg::Proceed).map_err(fail)?;
@@ -143,11 +154,15 @@ fn child(
     filter: Option<Filter>,
     preserve_fds: i32,
     chan: &Channel,
+    join_v1: Option<&crate::cgroups::Cgroup>,
 ) -> ! {
     // SAFETY: prctl with integer arguments; see process::init for why (CVE-2019-5736 class).
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     setup::reset_signals();
     let r = (|| -> Result<std::convert::Infallible> {
+        if let Some(cg) = join_v1 {
+            cg.join_self_v1()?;
+        }
         chan.expect(Msg::Proceed)?;
         for (t, fd) in ns {
             if !matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time) {

@@ -36,6 +36,8 @@ pub struct InitArgs<'a> {
     pub state_json: String,
     /// Name of the new session keyring (`None` with `--no-new-keyring`).
     pub keyring: Option<String>,
+    /// The init moves itself into these v1 cgroups first thing (see `Cgroup::join_self_v1`).
+    pub join_cgroup_v1: Option<crate::cgroups::Cgroup>,
 }
 
 /// Never returns: execs the container's program, or exits 1 after reporting the error.
@@ -72,6 +74,9 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
     let process = spec.process().as_ref().expect("validated: process present");
     let e = |e: Error| (e, None);
 
+    if let Some(cg) = &a.join_cgroup_v1 {
+        cg.join_self_v1().map_err(|err| e(err.into()))?;
+    }
     chan.expect(Msg::Proceed).map_err(e)?;
     a.plan
         .join_types(&[
