@@ -57,7 +57,8 @@ except ImportError:
     sys.exit(0)
 fig, ax = plt.subplots(figsize=(7, 3.2))
 labels = [r["command"] for r in data]
-ax.boxplot([[x * 1000 for x in r["times"]] for r in data], vert=False, labels=labels, showfliers=False)
+_kw = "tick_labels" if tuple(int(p) for p in matplotlib.__version__.split(".")[:2]) >= (3, 9) else "labels"
+ax.boxplot([[x * 1000 for x in r["times"]] for r in data], vert=False, showfliers=False, **{_kw: labels})
 ax.set_xlabel("milliseconds (lower is better)")
 ax.set_title(name)
 ax.set_xlim(left=0)

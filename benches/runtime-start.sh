@@ -22,9 +22,11 @@ cargo build --release -q -p berth-runtime
 BERTH=$PWD/target/release/berth-runtime
 OUT=$PWD/target/bench; mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
+# State roots on tmpfs, as each runtime's default (/run/runc, /run/crun, /run/berth-runtime).
+STATE=$(mktemp -d /run/berth-bench.XXXXXX)
 cleanup() {
-  for rt in berth runc crun; do "$BERTH" --root "$WORK/root-$rt" delete -f "bench-$rt" >/dev/null 2>&1 || true; done
-  rm -rf "$WORK"
+  for rt in berth runc crun; do "$BERTH" --root "$STATE/root-$rt" delete -f "bench-$rt" >/dev/null 2>&1 || true; done
+  rm -rf "$WORK" "$STATE"
 }
 trap cleanup EXIT
 # The fixture bundle, made to run /bin/true on the fixture rootfs, in a cgroup berth owns.
@@ -32,7 +34,7 @@ jq --arg root "$FIX/busybox/bundle/rootfs" \
   '.process.args=["/bin/true"] | .process.terminal=false | .root.path=$root | .root.readonly=true
    | .linux.cgroupsPath="/berth-bench"' "$FIX/busybox/bundle/config.json" > "$WORK/config.json"
 touch "$WORK/empty"
-cmd() { echo "$1 --root $WORK/root-$2 run --bundle $WORK bench-$2"; }
+cmd() { echo "$1 --root $STATE/root-$2 run --bundle $WORK bench-$2"; }
 unshare -m --propagation private sh -c "
   mount --bind $WORK/empty /sys/fs/cgroup/unified/cgroup.controllers &&
   hyperfine -N --warmup 10 --runs $RUNS --export-json $OUT/runtime-start.json \
