@@ -300,6 +300,27 @@ fn proc_self_exe_is_not_the_runtime() {
 }
 
 #[test]
+fn waiting_init_binary_is_out_of_reach() {
+    // CVE-2019-5736 class, the other window: between `create` and `start` the init is still the
+    // runtime binary. A process exec'd into the container must not be able to open it through
+    // /proc/1/exe (the init is not dumpable; without CAP_SYS_PTRACE the kernel refuses). runc
+    // lets it be read, because its init runs from a sealed copy of itself.
+    berth_only!();
+    let t = Ctx::new("self-exe-created");
+    t.write_spec(&t.spec().args(&["true"]));
+    t.create().assert_ok();
+    let out = t.exec(&[
+        "sh",
+        "-c",
+        "head -c 4 /proc/1/exe >/dev/null && echo OPENED; true",
+    ]);
+    assert!(!out.stdout.contains("OPENED"), "{out}");
+    assert!(out.stderr.contains("denied"), "{out}");
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
 fn terminal_false_has_no_tty() {
     let t = Ctx::new("no-tty");
     t.write_spec(&t.spec().sh("tty"));
