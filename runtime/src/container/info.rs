@@ -43,11 +43,23 @@ pub fn list(root: &Path) -> Result<Vec<ListEntry>> {
             bundle: st.bundle.display().to_string(),
             rootfs: st.rootfs.display().to_string(),
             created: st.created.clone(),
-            owner: st.owner.clone(),
+            owner: dir_owner(&State::dir(root, &id)),
             annotations: st.config.annotations().clone(),
         });
     }
     Ok(out)
+}
+
+/// runc's `list` OWNER column: the user owning the container's state directory.
+fn dir_owner(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(dir) else {
+        return String::new();
+    };
+    match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(md.uid())) {
+        Ok(Some(u)) => u.name,
+        _ => format!("#{}", md.uid()),
+    }
 }
 
 /// `ps`: the pids of the container's processes (from its cgroup).
