@@ -14,6 +14,15 @@ fn main() {
     berth_runtime::log::init(cli.log.clone(), cli.log_format == "json", cli.debug);
     let code = match commands::run(&cli) {
         Ok(code) => code,
+        // A reader that went away (`berth-runtime list | head -1`) is not an error.
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            0
+        }
         Err(e) => {
             let msg = e.to_string();
             let one_line = msg.replace('\n', " ");

@@ -43,6 +43,6 @@ pub fn features() -> Result<i32> {
             "io.github.berth.runtime.version": env!("CARGO_PKG_VERSION")
         }
     });
-    println!("{}", serde_json::to_string_pretty(&doc)?);
+    super::out(&serde_json::to_string_pretty(&doc)?)?;
     Ok(0)
 }

@@ -61,7 +61,7 @@ pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<i32
     let pids = info::pids(root, id)?;
     match format {
         "json" => {
-            println!("{}", serde_json::to_string(&pids)?);
+            super::out(&serde_json::to_string(&pids)?)?;
             Ok(0)
         }
         "table" => {
@@ -86,7 +86,7 @@ pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<i32
             let Some(col) = header.split_whitespace().position(|h| h == "PID") else {
                 bail!("ps output has no PID column");
             };
-            println!("{header}");
+            super::out(&header)?;
             for l in lines {
                 if let Some(p) = l
                     .split_whitespace()
@@ -94,7 +94,7 @@ pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<i32
                     .and_then(|p| p.parse::<i32>().ok())
                 {
                     if pids.contains(&p) {
-                        println!("{l}");
+                        super::out(&l)?;
                     }
                 }
             }
@@ -127,7 +127,7 @@ pub fn events(root: &Path, id: &str, stats: bool, interval: &str) -> Result<i32>
     let every = parse_interval(interval)?;
     loop {
         let ev = info::stats_event(root, id)?;
-        println!("{ev}");
+        super::out(&ev.to_string())?;
         if stats {
             return Ok(0);
         }

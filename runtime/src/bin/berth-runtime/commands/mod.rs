@@ -29,7 +29,7 @@ pub fn run(cli: &Cli) -> Result<i32> {
             .map(|_| 0)
             .map_err(Into::into),
         Command::State { id } => {
-            println!("{}", container::info::state_json(root, id)?);
+            out(&container::info::state_json(root, id)?)?;
             Ok(0)
         }
         Command::Kill { all, id, signal } => {
@@ -65,4 +65,12 @@ pub fn run(cli: &Cli) -> Result<i32> {
             bail!("checkpoint/restore is not supported by berth-runtime")
         }
     }
+}
+
+/// Prints one line to stdout; a closed pipe comes back as an error (see `main`).
+pub fn out(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "{line}")?;
+    o.flush()
 }
