@@ -90,6 +90,12 @@ if [ $# -eq 0 ] && [ -z "${BERTH_SKIP_V2:-}" ] && [ ! -e /sys/fs/cgroup/cgroup.c
     exec cargo nextest run -p berth-tests --profile ci --no-tests=fail \
       -E "not (binary(/^(cgroups|podman|containerd)$/) | test(without_cgroup_namespace_the_path_is_cgroups_path))"' \
     </dev/null || rc=$?
+  # And as on a pure cgroup v1 host: the unified mount detached in a private mount namespace.
+  log "cargo nextest run -p berth-tests as on a pure cgroup v1 host (emulated)"
+  unshare -m sh -c 'mount --make-rprivate / && umount -l /sys/fs/cgroup/unified &&
+    exec cargo nextest run -p berth-tests --profile ci --no-tests=fail \
+      -E "binary(/^(cgroups|lifecycle|exec|process)$/)"' \
+    </dev/null || rc=$?
 fi
 
 # Parents the tests share (/berth-test in each hierarchy) are removed when empty.
