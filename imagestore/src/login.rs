@@ -93,7 +93,13 @@ impl Registry {
             .build()
             .map_err(|e| RegistryError(one_line(&e)))?;
         let scheme = if ep.plain_http { "http" } else { "https" };
-        let url = format!("{scheme}://{}/v2/", ep.host);
+        // docker.io's registry API answers on index.docker.io (as oci-client resolves it).
+        let host = if ep.host == "docker.io" {
+            "index.docker.io"
+        } else {
+            ep.host.as_str()
+        };
+        let url = format!("{scheme}://{host}/v2/");
         let send = |req: reqwest::RequestBuilder| async move {
             req.send().await.map_err(|e| RegistryError(one_line(&e)))
         };
