@@ -17,7 +17,9 @@
 //! For every layer (and the config) a pull sends `Waiting`, then either `Exists` (already in
 //! the store) or `Downloading` events with growing `done` (at most one per 256 KiB) and
 //! `Downloaded`, then `Unpacking` for layers whose snapshot is missing, and finally `Done`.
-//! The channel closes when the pull returns (the sink is dropped with the options).
+//! The channel closes when the pull returns and the options (holding the sink) are dropped.
+//!
+//! A push sends, per blob, `Exists` (the registry has it) or `Uploading` events, then `Done`.
 
 use std::sync::Arc;
 
@@ -45,6 +47,8 @@ pub enum ProgressPhase {
     Downloaded,
     /// Being unpacked into its snapshot.
     Unpacking,
+    /// Push: bytes leaving; `done` grows (the registry already having it is `Exists`).
+    Uploading,
     /// Finished.
     Done,
 }
@@ -148,14 +152,26 @@ impl BlobProgress {
 
     /// A callback for byte counts that sends a `Downloading` event per [`PROGRESS_STEP`].
     pub(crate) fn bytes_callback(&self) -> impl Fn(u64) + Send + Sync + '_ {
+        self.throttled(ProgressPhase::Downloading)
+    }
+
+    /// Like [`Self::bytes_callback`], owning its state (for `'static` streams).
+    pub(crate) fn owned_callback(self, phase: ProgressPhase) -> impl Fn(u64) + Send + Sync {
         let last = std::sync::atomic::AtomicU64::new(0);
-        move |done| {
-            use std::sync::atomic::Ordering::Relaxed;
-            let prev = last.load(Relaxed);
-            if done < prev || done - prev >= PROGRESS_STEP || done == self.total {
-                last.store(done, Relaxed);
-                self.send(ProgressPhase::Downloading, done);
-            }
+        move |done| self.maybe_send(&last, phase, done)
+    }
+
+    fn throttled(&self, phase: ProgressPhase) -> impl Fn(u64) + Send + Sync + '_ {
+        let last = std::sync::atomic::AtomicU64::new(0);
+        move |done| self.maybe_send(&last, phase, done)
+    }
+
+    fn maybe_send(&self, last: &std::sync::atomic::AtomicU64, phase: ProgressPhase, done: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let prev = last.load(Relaxed);
+        if done < prev || done - prev >= PROGRESS_STEP || done == self.total {
+            last.store(done, Relaxed);
+            self.send(phase, done);
         }
     }
 }

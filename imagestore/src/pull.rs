@@ -39,6 +39,9 @@ pub struct PullOptions {
     pub registry: RegistryOverrides,
     /// Where per-blob progress goes (see [`crate::progress`]).
     pub progress: Option<ProgressSink>,
+    /// From an index, also download (not unpack) every other platform, so the image can be
+    /// pushed or exported as the same index (`docker pull --all-platforms`).
+    pub all_platforms: bool,
 }
 
 impl Default for PullOptions {
@@ -48,6 +51,7 @@ impl Default for PullOptions {
             max_concurrent_layers: 4,
             registry: RegistryOverrides::default(),
             progress: None,
+            all_platforms: false,
         }
     }
 }
@@ -107,6 +111,7 @@ async fn pull_inner(
     let mut report = PullReport::default();
     let route = inner.registry.route(r, &opts.registry);
     let (body, digest, route) = inner.registry.manifest(&route, r).await?;
+    let mut whole_index = None;
     let (index, manifest_digest, manifest, media_type) = match parse_document(&body, None)? {
         Document::Manifest(m) => {
             let mt = m.media_type.clone().unwrap_or_default();
@@ -133,18 +138,87 @@ async fn pull_inner(
             inner.content.write_all(&body, &digest).await?;
             inner.content.write_all(&mbody, &mdigest).await?;
             let mt = m.media_type.clone().unwrap_or(desc.media_type.clone());
+            if opts.all_platforms {
+                whole_index = Some(idx);
+            }
             (Some(digest), mdigest, m, mt)
         }
+    };
+    let other_platforms = match whole_index {
+        Some(idx) => {
+            fetch_other_platforms(inner, &route, r, &idx, &manifest_digest, opts, &mut report)
+                .await?
+        }
+        None => Vec::new(),
     };
     let target = Target {
         index,
         manifest_digest,
         manifest,
         media_type,
-        other_platforms: Vec::new(),
+        other_platforms,
     };
     let rec = materialize(inner, Some(&route), r, target, opts, true, &mut report).await?;
     Ok((rec, report))
+}
+
+/// Downloads the manifests, configs and layers of every platform of `idx` but `chosen` (not
+/// unpacked), so the image can later be pushed or exported as the whole index. Returns their
+/// digests.
+async fn fetch_other_platforms(
+    inner: &Arc<Inner>,
+    route: &Route,
+    r: &Reference,
+    idx: &crate::manifest::Index,
+    chosen: &Digest,
+    opts: &PullOptions,
+    report: &mut PullReport,
+) -> Result<Vec<Digest>, PullCause> {
+    let mut out = Vec::new();
+    let mut blobs: Vec<Descriptor> = Vec::new();
+    for d in idx.manifests.iter().filter(|d| &d.digest != chosen) {
+        let child = r.with_digest(d.digest.clone());
+        let (mbody, mdigest, _) = inner.registry.manifest(route, &child).await?;
+        let Document::Manifest(m) = parse_document(&mbody, None)? else {
+            return Err(PullCause::Other(format!(
+                "index entry {} is itself an index",
+                d.digest
+            )));
+        };
+        inner.content.write_all(&mbody, &mdigest).await?;
+        out.push(mdigest);
+        blobs.push(m.config.clone());
+        blobs.extend(m.layers.iter().cloned());
+    }
+    let sem = Arc::new(Semaphore::new(opts.max_concurrent_layers.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for b in blobs {
+        out.push(b.digest.clone());
+        let (inner, route, r, sem) = (inner.clone(), route.clone(), r.clone(), sem.clone());
+        let progress = BlobProgress::new(
+            opts.progress.as_ref(),
+            &r.to_string(),
+            &b.digest,
+            BlobKind::Layer,
+            b.size,
+        );
+        tasks.spawn(async move {
+            let _permit = sem
+                .acquire()
+                .await
+                .map_err(|e| PullCause::Other(e.to_string()))?;
+            let n = fetch_blob_locked(&inner, Some(&route), &r, &b, &progress).await?;
+            progress.send(ProgressPhase::Done, b.size);
+            Ok::<_, PullCause>(n)
+        });
+    }
+    while let Some(res) = tasks.join_next().await {
+        let n = res.map_err(|e| PullCause::Other(format!("blob task: {e}")))??;
+        report.bytes_downloaded += n;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
 }
 
 /// What [`materialize`] turns into an image.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{parse_document, Document, Index, Manifest, MAX_DOCUMENT_SIZE, OCI_INDEX};
+use crate::progress::{BlobKind, BlobProgress, ProgressPhase, ProgressSink};
 use crate::reference::Reference;
 use crate::registry::{RegistryError, RegistryOverrides, Route};
 use crate::store::{Inner, Store};
@@ -24,6 +25,8 @@ pub struct PushOptions {
     pub registry: RegistryOverrides,
     /// Blobs uploaded at once (default 4).
     pub max_concurrent_uploads: usize,
+    /// Where per-blob progress goes (see [`crate::progress`]).
+    pub progress: Option<ProgressSink>,
 }
 
 impl Default for PushOptions {
@@ -31,6 +34,7 @@ impl Default for PushOptions {
         Self {
             registry: RegistryOverrides::default(),
             max_concurrent_uploads: 4,
+            progress: None,
         }
     }
 }
@@ -93,11 +97,21 @@ impl Store {
             bytes_uploaded: 0,
         };
         let mut seen = HashSet::new();
-        let blobs: Vec<(Digest, u64)> = children
+        // The first blob of each document is its config.
+        let blobs: Vec<(Digest, u64, BlobKind)> = children
             .iter()
             .chain([&top])
-            .flat_map(|d| d.blobs.iter().cloned())
-            .filter(|(d, _)| seen.insert(d.clone()))
+            .flat_map(|d| {
+                d.blobs.iter().enumerate().map(|(i, (b, n))| {
+                    let kind = if i == 0 {
+                        BlobKind::Config
+                    } else {
+                        BlobKind::Layer
+                    };
+                    (b.clone(), *n, kind)
+                })
+            })
+            .filter(|(d, _, _)| seen.insert(d.clone()))
             .collect();
         upload_blobs(&self.inner, &route, &dest, blobs, opts, &mut report)
             .await
@@ -223,7 +237,7 @@ async fn upload_blobs(
     inner: &Arc<Inner>,
     route: &Route,
     dest: &Reference,
-    blobs: Vec<(Digest, u64)>,
+    blobs: Vec<(Digest, u64, BlobKind)>,
     opts: &PushOptions,
     report: &mut PushReport,
 ) -> std::result::Result<(), RegistryError> {
@@ -231,8 +245,16 @@ async fn upload_blobs(
         opts.max_concurrent_uploads.max(1),
     ));
     let mut tasks = tokio::task::JoinSet::new();
-    for (digest, size) in blobs {
+    for (digest, size, kind) in blobs {
         let (inner, route, dest, sem) = (inner.clone(), route.clone(), dest.clone(), sem.clone());
+        let progress = BlobProgress::new(
+            opts.progress.as_ref(),
+            &dest.to_string(),
+            &digest,
+            kind,
+            size,
+        );
+        progress.send(ProgressPhase::Waiting, 0);
         tasks.spawn(async move {
             let _permit = sem
                 .acquire()
@@ -240,6 +262,8 @@ async fn upload_blobs(
                 .map_err(|e| RegistryError(e.to_string()))?;
             let reg = &inner.registry;
             if reg.blob_exists(&route, &dest, &digest).await? {
+                progress.send(ProgressPhase::Exists, size);
+                progress.send(ProgressPhase::Done, size);
                 return Ok::<_, RegistryError>(None);
             }
             let file = inner
@@ -247,9 +271,11 @@ async fn upload_blobs(
                 .open_blob(&digest)
                 .await
                 .map_err(|e| RegistryError(e.to_string()))?;
-            reg.push_blob(&route, &dest, &digest, size, file)
+            let on_bytes = progress.clone().owned_callback(ProgressPhase::Uploading);
+            reg.push_blob(&route, &dest, &digest, size, file, on_bytes)
                 .await
                 .map_err(|e| RegistryError(format!("blob {digest}: {e}")))?;
+            progress.send(ProgressPhase::Done, size);
             Ok(Some(size))
         });
     }

@@ -406,7 +406,8 @@ impl Registry {
         Ok(client.blob_exists(&oci, &digest.to_string()).await?)
     }
 
-    /// Uploads a blob from a file in the content store.
+    /// Uploads a blob from a file in the content store, calling `on_bytes` with the bytes
+    /// read for upload so far.
     pub(crate) async fn push_blob(
         &self,
         route: &Route,
@@ -414,15 +415,23 @@ impl Registry {
         digest: &Digest,
         size: u64,
         file: tokio::fs::File,
+        on_bytes: impl Fn(u64) + Send + Sync + 'static,
     ) -> Result<(), RegistryError> {
         let (client, oci, _auth) = self.prepare(&route.endpoints[0], r).await;
-        let stream = futures_util::stream::unfold(file, |mut f| async move {
+        let stream = futures_util::stream::unfold((file, 0u64, on_bytes), |mut st| async move {
             use tokio::io::AsyncReadExt as _;
             let mut buf = bytes::BytesMut::with_capacity(1 << 20);
-            match f.read_buf(&mut buf).await {
+            match st.0.read_buf(&mut buf).await {
                 Ok(0) => None,
-                Ok(_) => Some((Ok(buf.freeze()), f)),
-                Err(e) => Some((Err(oci_client::errors::OciDistributionError::IoError(e)), f)),
+                Ok(n) => {
+                    st.1 += n as u64;
+                    (st.2)(st.1);
+                    Some((Ok(buf.freeze()), st))
+                }
+                Err(e) => Some((
+                    Err(oci_client::errors::OciDistributionError::IoError(e)),
+                    st,
+                )),
             }
         });
         if size == 0 {

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use berth_imagestore::{
-    Digest, Error, ImportOptions, PullOptions, PushOptions, RegistryConfig, Store, StoreOptions,
+    Digest, Error, ImportOptions, ProgressPhase, ProgressSink, PullOptions, PushOptions,
+    RegistryConfig, Store, StoreOptions,
 };
 use common::{FakeResponse, PrivateRegistry, REG_PASS, REG_USER};
 
@@ -126,10 +127,27 @@ async fn login_push_and_pull_back() {
     let text = std::fs::read_to_string(&auth_file).unwrap();
     assert!(text.contains(&private.addr), "{text}");
 
-    let rep = store
-        .push_to(&src.name, &dest, &PushOptions::default())
-        .await
-        .unwrap();
+    let (sink, mut rx) = ProgressSink::channel();
+    let opts = PushOptions {
+        progress: Some(sink),
+        ..Default::default()
+    };
+    let rep = store.push_to(&src.name, &dest, &opts).await.unwrap();
+    drop(opts);
+    let mut events = Vec::new();
+    while let Some(ev) = rx.recv().await {
+        events.push(ev);
+    }
+    for d in src.layers.iter().chain([&src.config]) {
+        let evs: Vec<_> = events.iter().filter(|e| &e.digest == d).collect();
+        assert_eq!(evs.first().unwrap().phase, ProgressPhase::Waiting);
+        assert_eq!(evs.last().unwrap().phase, ProgressPhase::Done);
+        let up = evs
+            .iter()
+            .rfind(|e| e.phase == ProgressPhase::Uploading)
+            .expect("uploading events");
+        assert_eq!(up.done, up.total);
+    }
     assert_eq!(rep.digest, src.manifest);
     assert!(!rep.whole_index);
     assert_eq!(rep.blobs_uploaded, 1 + src.layers.len());
@@ -213,6 +231,14 @@ async fn push_whole_index() {
     let fresh = open(&tmp.path().join("b"), common::hermetic_config(None)).await;
     let back = fresh.pull(&dest, &PullOptions::default()).await.unwrap();
     assert_eq!(back.index.as_ref(), Some(&index_digest));
+    // Pulled with one platform only: pushing it sends that platform's manifest.
+    let single = format!("{}/fx/nginx:single", private.addr);
+    let rep = fresh
+        .push_to(&dest, &single, &PushOptions::default())
+        .await
+        .unwrap();
+    assert!(!rep.whole_index);
+    assert_eq!(rep.digest, back.manifest);
     let arm = fresh
         .pull(
             &dest,
@@ -224,6 +250,34 @@ async fn push_whole_index() {
         .await
         .unwrap();
     assert_eq!(arm.platform.architecture, "arm64");
+
+    // Pulled with all platforms (from the fixture registry): pushed as the same index.
+    let reg = common::registry();
+    let all = open(&tmp.path().join("c"), common::hermetic_config(None)).await;
+    let rec = all
+        .pull(
+            &format!("{reg}/library/nginx:multiarch"),
+            &PullOptions {
+                all_platforms: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rec.index.as_ref(), Some(&index_digest));
+    assert!(!rec.other_platforms.is_empty());
+    let again = format!("{}/fx/nginx:again", private.addr);
+    let rep = all
+        .push_to(&rec.name, &again, &PushOptions::default())
+        .await
+        .unwrap();
+    assert!(rep.whole_index);
+    assert_eq!(rep.digest, index_digest);
+    // GC keeps the other platforms' blobs while the image exists.
+    all.gc().await.unwrap();
+    for d in &rec.other_platforms {
+        assert!(all.content().exists(d).await, "{d} collected");
+    }
 }
 
 /// Bearer-token login and pull against a fake registry + token server (no real token server
