@@ -281,3 +281,94 @@ async fn open_cleans_up_after_a_crash() {
     assert_eq!(report.bytes_downloaded, 0, "warm pull after restart");
     assert_eq!(store.image(&name).await.unwrap().manifest, img.manifest);
 }
+
+/// The pull that [`kill_9_during_pull_leaves_the_store_consistent`] runs in a child process
+/// (this test binary re-run with `--ignored --exact`). Does nothing when run directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run as a child process by kill_9_during_pull_leaves_the_store_consistent"]
+async fn child_pull() {
+    let (Some(root), Some(name)) = (
+        std::env::var_os("BERTH_CHILD_ROOT"),
+        std::env::var("BERTH_CHILD_REF").ok(),
+    ) else {
+        return;
+    };
+    let store = open(std::path::Path::new(&root)).await;
+    let _ = store.pull(&name, &PullOptions::default()).await;
+}
+
+/// kill -9 of a process in the middle of a blob download: the store it leaves opens clean
+/// (no ingest file, no snapshot, no image) and the same pull then succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_pull_leaves_the_store_consistent() {
+    let (layer, config, manifest) = common::tiny_image(&big_content());
+    let stalled = Arc::new(AtomicUsize::new(0));
+    let layer_path = format!("/v2/app/blobs/{}", Digest::of(&layer));
+    let config_path = format!("/v2/app/blobs/{}", Digest::of(&config));
+    let (st, m, l) = (stalled.clone(), manifest.clone(), layer.clone());
+    let addr = common::fake_http(move |req: &FakeRequest| {
+        let path = req.path.split('?').next().unwrap_or("");
+        match path {
+            "/v2/" => FakeResponse::new(200, "application/json", "{}"),
+            "/v2/app/manifests/v1" => {
+                FakeResponse::new(200, "application/vnd.oci.image.manifest.v1+json", m.clone())
+            }
+            p if p == config_path => {
+                FakeResponse::new(200, "application/octet-stream", config.clone())
+            }
+            // The first layer request stalls after half the bytes; later ones are served.
+            p if p == layer_path && st.fetch_add(1, Ordering::SeqCst) == 0 => FakeResponse {
+                cut_after: Some(l.len() / 2),
+                stall: true,
+                ..FakeResponse::new(200, "application/octet-stream", l.clone())
+            },
+            p if p == layer_path => FakeResponse::new(200, "application/octet-stream", l.clone()),
+            _ => FakeResponse::new(404, "application/json", "{}"),
+        }
+    })
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let name = format!("{addr}/app:v1");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_pull", "--exact", "--ignored", "--nocapture"])
+        .env("BERTH_CHILD_ROOT", tmp.path())
+        .env("BERTH_CHILD_REF", &name)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the child has half the layer in its ingest file.
+    let ingest = tmp.path().join("content/ingest");
+    let mut partial = 0;
+    for _ in 0..600 {
+        partial = std::fs::read_dir(&ingest)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        if stalled.load(Ordering::SeqCst) > 0 && partial as usize >= layer.len() / 2 {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "child pull ended early"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(partial > 0, "child never started writing the layer");
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let store = open(tmp.path()).await;
+    assert_eq!(
+        std::fs::read_dir(&ingest).unwrap().count(),
+        0,
+        "ingest left"
+    );
+    assert!(store.images().await.unwrap().is_empty());
+    assert!(store.snapshots().list().unwrap().is_empty());
+    let img = store.pull(&name, &PullOptions::default()).await.unwrap();
+    assert_eq!(img.manifest, Digest::of(&manifest));
+}

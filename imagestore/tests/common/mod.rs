@@ -176,6 +176,8 @@ pub struct FakeResponse {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub cut_after: Option<usize>,
+    /// With `cut_after`: keep the connection open (stalled) instead of closing it.
+    pub stall: bool,
 }
 
 impl FakeResponse {
@@ -185,6 +187,7 @@ impl FakeResponse {
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into(),
             cut_after: None,
+            stall: false,
         }
     }
     pub fn header(mut self, k: &str, v: &str) -> Self {
@@ -262,6 +265,11 @@ where
                         .unwrap_or(resp.body.len())
                         .min(resp.body.len());
                     if sock.write_all(&resp.body[..n]).await.is_err() {
+                        return;
+                    }
+                    if resp.stall {
+                        let _ = sock.flush().await;
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
                         return;
                     }
                     if resp.cut_after.is_some() {
