@@ -267,6 +267,7 @@ pub(crate) async fn materialize(
         BlobKind::Config,
         cfg.size,
     );
+    cfg_progress.send(ProgressPhase::Waiting, 0);
     fetch_blob(inner, route, r, cfg, &cfg_progress, report).await?;
     cfg_progress.send(ProgressPhase::Done, cfg.size);
     let cfg_body = inner.content.read(&cfg.digest, MAX_DOCUMENT_SIZE).await?;
