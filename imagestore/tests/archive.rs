@@ -304,3 +304,57 @@ async fn bad_archives_store_nothing() {
     assert_eq!(imgs[0].name, "localhost/bad:1");
     assert_eq!(imgs[0].manifest, md);
 }
+
+/// Archives written by skopeo (an independent implementation) import, with the same config
+/// and root filesystem chain as the source layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_written_archives_import() {
+    if !has_skopeo() {
+        eprintln!("skopeo not installed; skipping");
+        return;
+    }
+    let fx = common::fixtures_dir().join("oci/busybox");
+    let tmp = tempfile::tempdir().unwrap();
+    let store = open(&tmp.path().join("s")).await;
+    let orig = store
+        .import(
+            &fx,
+            &ImportOptions {
+                name: Some("localhost/orig/busybox".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .remove(0);
+    for (transport, file) in [
+        ("docker-archive", "bb.docker.tar"),
+        ("oci-archive", "bb.oci.tar"),
+    ] {
+        let path = tmp.path().join(file);
+        let out = std::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "-q"])
+            .arg(format!("oci:{}:latest", fx.display()))
+            .arg(format!(
+                "{transport}:{}:localhost/sk/busybox:1",
+                path.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let imgs = store
+            .import(&path, &ImportOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(imgs.len(), 1, "{transport}");
+        let rec = &imgs[0];
+        assert!(rec.name.starts_with("localhost/sk/busybox"), "{}", rec.name);
+        assert_eq!(rec.config, orig.config, "{transport}");
+        assert_eq!(rec.chain_ids, orig.chain_ids, "{transport}");
+        store.remove(&rec.name).await.unwrap();
+    }
+}
