@@ -18,8 +18,8 @@ FIX=${BERTH_FIXTURES:-/var/cache/berth-fixtures}
 [ -f "$FIX/fixtures.env" ] || { echo "fixtures missing in $FIX: run scripts/setup.sh" >&2; exit 1; }
 command -v hyperfine >/dev/null && command -v runc >/dev/null && command -v crun >/dev/null \
   || { echo "needs hyperfine, runc and crun: run scripts/setup.sh" >&2; exit 1; }
-cargo build --release -q -p berth-runtime
-BERTH=$PWD/target/release/berth-runtime
+# The release binary, statically linked (scripts/build-static.sh): what to install for speed.
+BERTH=$(bash scripts/build-static.sh)
 OUT=$PWD/target/bench; mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
 # State roots on tmpfs, as each runtime's default (/run/runc, /run/crun, /run/berth-runtime).
