@@ -22,11 +22,15 @@ command -v hyperfine >/dev/null && command -v runc >/dev/null && command -v crun
 BERTH=$(bash scripts/build-static.sh)
 OUT=$PWD/target/bench; mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/berth-bench.XXXXXX)
-# State roots on tmpfs, as each runtime's default (/run/runc, /run/crun, /run/berth-runtime).
-STATE=$(mktemp -d /run/berth-bench.XXXXXX)
+# State roots on tmpfs, where each runtime's default lives on a usual host (/run/runc,
+# /run/crun, /run/berth-runtime). This VM's /run is on ext4, so the measurement mounts a tmpfs
+# there inside its private mount namespace (below).
+STATE=$(mktemp -d /tmp/berth-bench-state.XXXXXX)
 cleanup() {
   for rt in berth runc crun; do "$BERTH" --root "$STATE/root-$rt" delete -f "bench-$rt" >/dev/null 2>&1 || true; done
   rm -rf "$WORK" "$STATE"
+  # An interrupted run can leave the benchmark's cgroup (no process in it): remove it.
+  for d in /sys/fs/cgroup/*/berth-bench /sys/fs/cgroup/berth-bench; do [ -d "$d" ] && rmdir "$d" 2>/dev/null; done; true
 }
 trap cleanup EXIT
 # The fixture bundle, made to run /bin/true on the fixture rootfs, in a cgroup berth owns.
@@ -37,6 +41,7 @@ touch "$WORK/empty"
 cmd() { echo "$1 --root $STATE/root-$2 run --bundle $WORK bench-$2"; }
 unshare -m --propagation private sh -c "
   mount --bind $WORK/empty /sys/fs/cgroup/unified/cgroup.controllers &&
+  mount -t tmpfs -o size=64m berth-bench-state $STATE &&
   hyperfine -N --warmup 10 --runs $RUNS --export-json $OUT/runtime-start.json \
     -n berth-runtime '$(cmd "$BERTH" berth)' \
     -n crun '$(cmd "$(command -v crun)" crun)' \
