@@ -10,7 +10,7 @@
 //!   metadata   <root>/meta.db (redb): image name -> manifest, config, layers, chain IDs
 //! ```
 //!
-//! Modules, bottom up: [`digest`], [`reference`], [`content`], [`manifest`], [`unpack`],
+//! Modules, bottom up: [`digest`], [`reference`](mod@reference), [`content`], [`manifest`], [`unpack`],
 //! [`snapshot`], [`metadata`], [`config`] and [`auth`] (registry settings, mirrors,
 //! credentials), [`registry`], [`progress`]; [`Store`] ties them together and has one file
 //! per verb: pull, push, login/logout, history, import/export.
