@@ -23,6 +23,8 @@
 //! t.assert_no_leftovers(&t.id);
 //! ```
 
+pub mod peers;
+
 use serde_json::{json, Value};
 use std::fs;
 use std::io::Read;
