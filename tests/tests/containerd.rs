@@ -4,7 +4,7 @@
 //! layouts, and ends by checking that nothing of its containers is left: runtime state under the
 //! shim's `--runc-root`, cgroups, mounts, shim and container processes.
 
-use berth_tests::peers::{assert_nginx_welcome, Containerd, CONTAINERD_NS};
+use berth_tests::peers::{assert_nginx_welcome, shows_pts, Containerd, CONTAINERD_NS};
 use berth_tests::{cgroup_file, cgroup_v2_only, status_field};
 use std::fs;
 
@@ -81,6 +81,32 @@ fn containerd_run_detached_exec_kill_delete() {
         c.ctr(&["container", "ls", "-q"]).assert_ok().stdout.trim(),
         ""
     );
+    c.assert_no_leftovers(&id);
+}
+
+/// `ctr run -t` and `ctr task exec -t`: the shim gets the pty master through the runtime's
+/// `--console-socket`.
+#[test]
+fn containerd_run_and_exec_with_a_terminal() {
+    let c = containerd_with_busybox("tty");
+    let id = c.id("tty");
+    let mut a: Vec<String> = vec!["run".into()];
+    a.extend(c.runtime_flags());
+    a.extend(["--rm", "-t", BUSYBOX, &id, "tty"].map(String::from));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = c.ctr_tty(&a);
+    out.assert_ok();
+    assert!(shows_pts(&out.stdout), "`ctr run -t … tty`: {out}");
+    c.assert_no_leftovers(&id);
+
+    let id = c.id("tty-exec");
+    c.run(&["-d"], BUSYBOX, &id, &["sleep", "1000"]).assert_ok();
+    let out = c.ctr_tty(&["task", "exec", "-t", "--exec-id", "t", &id, "tty"]);
+    assert!(shows_pts(&out.stdout), "`ctr task exec -t … tty`: {out}");
+    c.ctr(&["task", "kill", "-s", "SIGKILL", &id]).assert_ok();
+    c.wait_task_status(&id, "STOPPED");
+    c.ctr(&["task", "delete", &id]).assert_ok();
+    c.ctr(&["container", "delete", &id]).assert_ok();
     c.assert_no_leftovers(&id);
 }
 

@@ -4,7 +4,7 @@
 //! (no netavark, CNI or iptables). Every test ends by checking that nothing of its containers is
 //! left: runtime state, `libpod-<id>` cgroups, mounts, processes.
 
-use berth_tests::peers::{assert_nginx_welcome, retry, Podman};
+use berth_tests::peers::{assert_nginx_welcome, retry, shows_pts, Podman};
 use berth_tests::{cgroup_v2_only, status_field};
 use std::time::Duration;
 
@@ -70,12 +70,10 @@ fn podman_run_detached_exec_stop_rm() {
 
     let out = p.cmd_tty(&["exec", "-it", "box", "tty"]);
     out.assert_ok();
-    // script echoes its stdin's end as `^@` somewhere around the output (with runc too).
-    let is_pts = out.stdout.split("/dev/pts/").skip(1).any(|rest| {
-        let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        !n.is_empty() && rest[n.len()..].starts_with('\r')
-    });
-    assert!(is_pts, "`exec -it … tty` should print /dev/pts/N: {out}");
+    assert!(
+        shows_pts(&out.stdout),
+        "`exec -it … tty` should print /dev/pts/N: {out}"
+    );
 
     let out = p.cmd(&["exec", "-i", "box", "cat", "/proc/1/cmdline"]);
     assert!(out.assert_ok().stdout.contains("sleep 1000"), "{out}");
@@ -90,6 +88,26 @@ fn podman_run_detached_exec_stop_rm() {
     assert_eq!(p.inspect("box", "{{.State.ExitCode}}"), "7");
     p.cmd(&["rm", "box"]).assert_ok();
     assert_eq!(p.cmd(&["ps", "-aq"]).assert_ok().stdout.trim(), "");
+    p.assert_no_leftovers();
+}
+
+#[test]
+fn podman_run_it_gets_a_terminal() {
+    let p = podman_with_busybox("run-it");
+    let out = p.cmd_tty(&[
+        "run",
+        "--rm",
+        "-it",
+        "--network",
+        "none",
+        "localhost/busybox",
+        "tty",
+    ]);
+    out.assert_ok();
+    assert!(
+        shows_pts(&out.stdout),
+        "`run -it … tty` should print /dev/pts/N: {out}"
+    );
     p.assert_no_leftovers();
 }
 

@@ -2,7 +2,7 @@
 
 use super::{
     assert_nothing_left, entries, kill_processes_naming, peer_dir, retry, strings, try_exe,
-    unmount_all_under,
+    try_exe_tty, unmount_all_under,
 };
 use crate::{
     fixtures_dir, force_remove_cgroups, mounts_under, process_alive, processes_mentioning,
@@ -109,25 +109,40 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// `ctr … args…` on a terminal (see [`super::try_exe_tty`]).
+    pub fn ctr_tty(&self, args: &[&str]) -> Output {
+        let mut line = strings(&[
+            "ctr",
+            "-a",
+            &self.sock.display().to_string(),
+            "-n",
+            CONTAINERD_NS,
+        ]);
+        line.extend(strings(args));
+        try_exe_tty(&line, &self.dir, &[])
+    }
+
+    /// The `ctr run` flags that make the runc shim use the runtime under test.
+    pub fn runtime_flags(&self) -> Vec<String> {
+        strings(&[
+            "--runc-binary",
+            &runtime_path().display().to_string(),
+            "--runc-root",
+            &self.runtime_root().display().to_string(),
+            "--fifo-dir",
+            &self.dir.join("fifo").display().to_string(),
+        ])
+    }
+
     /// `ctr run --runc-binary <runtime> --runc-root D/runc --fifo-dir D/fifo <flags…> image id
     /// args…`: `flags` go before the image (e.g. `--rm`, `-d`).
     pub fn run(&self, flags: &[&str], image: &str, id: &str, args: &[&str]) -> Output {
-        let rt = runtime_path().display().to_string();
-        let root = self.runtime_root().display().to_string();
-        let fifo = self.dir.join("fifo").display().to_string();
-        let mut a = vec![
-            "run",
-            "--runc-binary",
-            &rt,
-            "--runc-root",
-            &root,
-            "--fifo-dir",
-            &fifo,
-        ];
-        a.extend_from_slice(flags);
-        a.push(image);
-        a.push(id);
-        a.extend_from_slice(args);
+        let mut a = vec!["run".to_string()];
+        a.extend(self.runtime_flags());
+        a.extend(strings(flags));
+        a.extend(strings(&[image, id]));
+        a.extend(strings(args));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
         self.ctr(&a)
     }
 

@@ -73,6 +73,26 @@ pub fn try_exe(
     exe.try_raw(args, timeout, env)
 }
 
+/// Runs the command line `line` on a terminal: through `script -qc LINE /dev/null`, which gives
+/// it a pty (what `exec -it` needs); stdout is what the terminal showed. Panics if it cannot run.
+pub fn try_exe_tty(line: &[String], dir: &Path, env: &[(&str, &str)]) -> Output {
+    let quoted: Vec<String> = line
+        .iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect();
+    let args = vec!["-qc".to_string(), quoted.join(" "), "/dev/null".into()];
+    try_exe("script", &args, dir, env, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Whether terminal output shows a line `/dev/pts/N` (what `tty` prints on a pty). script echoes
+/// its stdin's end as `^@` somewhere around the output, with runc too.
+pub fn shows_pts(out: &str) -> bool {
+    out.split("/dev/pts/").skip(1).any(|rest| {
+        let n: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        !n.is_empty() && rest[n.len()..].starts_with('\r')
+    })
+}
+
 fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
 }

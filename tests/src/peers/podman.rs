@@ -1,7 +1,7 @@
 //! [`Podman`]: a private podman (see the parent module's docs).
 
 use super::{
-    assert_nothing_left, entries, kill_processes_naming, peer_dir, strings, try_exe,
+    assert_nothing_left, entries, kill_processes_naming, peer_dir, strings, try_exe, try_exe_tty,
     unmount_all_under,
 };
 use crate::{
@@ -98,20 +98,8 @@ impl Podman {
         let mut line = vec!["podman".to_string()];
         line.extend(self.global_args());
         line.extend(strings(args));
-        let quoted: Vec<String> = line
-            .iter()
-            .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
-            .collect();
         let conf = self.conf.display().to_string();
-        let args = vec!["-qc".to_string(), quoted.join(" "), "/dev/null".into()];
-        try_exe(
-            "script",
-            &args,
-            &self.dir,
-            &[("CONTAINERS_CONF", &conf)],
-            CMD_TIMEOUT,
-        )
-        .unwrap_or_else(|e| panic!("{e}"))
+        try_exe_tty(&line, &self.dir, &[("CONTAINERS_CONF", &conf)])
     }
 
     /// Loads the fixture image `name` (busybox, nginx) from its OCI layout as
