@@ -1,0 +1,14 @@
+//! berthd: berth's daemon. It owns the image store (one writer, many concurrent callers) and
+//! serves berth's own gRPC API (`proto/berth/v1/images.proto`) on a unix socket; the container
+//! service and the CRI join it on the same socket later.
+
+pub mod api {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("berth.v1");
+}
+pub mod bundle;
+pub mod daemon;
+pub mod images;
+
+/// Where berthd listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";
