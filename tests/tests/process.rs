@@ -321,6 +321,37 @@ fn waiting_init_binary_is_out_of_reach() {
 }
 
 #[test]
+fn privileged_container_cannot_write_the_runtime_binary() {
+    // The same window with CAP_SYS_PTRACE (no user namespace): the kernel would let a process
+    // in the container open /proc/1/exe, so the runtime runs from a sealed copy of itself.
+    berth_only!();
+    let t = Ctx::new("self-exe-ptrace");
+    let caps = [
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_OVERRIDE",
+        "CAP_KILL",
+        "CAP_SETUID",
+        "CAP_SETGID",
+    ];
+    t.write_spec(&t.spec().args(&["true"]).caps(&caps));
+    let before = std::fs::read(runtime_path()).unwrap();
+    t.create().assert_ok();
+    let out = t.exec(&[
+        "sh",
+        "-c",
+        "readlink /proc/1/exe; (echo x >> /proc/1/exe) 2>&1 && echo WROTE; true",
+    ]);
+    assert!(out.stdout.contains("memfd:berth-runtime"), "{out}");
+    assert!(!out.stdout.contains("WROTE"), "{out}");
+    t.delete_force().assert_ok();
+    assert!(
+        std::fs::read(runtime_path()).unwrap() == before,
+        "runtime binary changed"
+    );
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
 fn terminal_false_has_no_tty() {
     let t = Ctx::new("no-tty");
     t.write_spec(&t.spec().sh("tty"));

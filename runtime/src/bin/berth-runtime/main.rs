@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod relay;
+mod sealed;
 
 use clap::Parser;
 use std::io::Write;

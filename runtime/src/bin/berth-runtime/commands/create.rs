@@ -24,12 +24,28 @@ fn opts(root: &Path, a: &CreateArgs) -> CreateOpts {
 }
 
 pub fn create(root: &Path, a: &CreateArgs) -> Result<State> {
+    seal_if_needed(a)?;
     Ok(container::create::create(&opts(root, a))?)
+}
+
+/// See `crate::sealed`: privileged containers get the runtime from a sealed copy.
+fn seal_if_needed(a: &CreateArgs) -> Result<()> {
+    if crate::sealed::is_sealed() {
+        return Ok(());
+    }
+    let spec = std::fs::read(a.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+    match spec {
+        Some(s) if crate::sealed::at_risk(&s, &[]) => crate::sealed::reexec(),
+        _ => Ok(()),
+    }
 }
 
 /// `run`: create + start; in the foreground, forward signals, wait, clean up and return the
 /// container's exit code (128+signal if it was killed), as runc does.
 pub fn run(root: &Path, a: &CreateArgs, detach: bool, keep: bool) -> Result<i32> {
+    seal_if_needed(a)?;
     // Block the signals we forward before the init exists, so none is lost in between.
     let mut forwarded = SigSet::empty();
     if !detach {

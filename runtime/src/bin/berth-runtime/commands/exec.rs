@@ -92,6 +92,15 @@ fn build_process(root: &Path, a: &ExecArgs) -> Result<Process> {
 
 pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     let process = build_process(root, a)?;
+    if !crate::sealed::is_sealed() {
+        // See `crate::sealed`: the container's namespaces with this process's capabilities.
+        let st = State::load(root, &a.id)?;
+        let mut spec = serde_json::to_value(&st.config)?;
+        spec["process"] = serde_json::to_value(&process)?;
+        if crate::sealed::at_risk(&spec, &[]) {
+            crate::sealed::reexec()?;
+        }
+    }
     if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
         bail!("exec --tty needs --console-socket (berth-runtime does not relay a terminal itself)");
     }

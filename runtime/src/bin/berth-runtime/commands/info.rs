@@ -86,7 +86,7 @@ pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<i32
             let Some(col) = header.split_whitespace().position(|h| h == "PID") else {
                 bail!("ps output has no PID column");
             };
-            super::out(&header)?;
+            super::out(header)?;
             for l in lines {
                 if let Some(p) = l
                     .split_whitespace()
@@ -94,7 +94,7 @@ pub fn ps(root: &Path, id: &str, format: &str, ps_args: &[String]) -> Result<i32
                     .and_then(|p| p.parse::<i32>().ok())
                 {
                     if pids.contains(&p) {
-                        super::out(&l)?;
+                        super::out(l)?;
                     }
                 }
             }
