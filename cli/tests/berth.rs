@@ -31,10 +31,30 @@ struct Daemon {
 
 impl Daemon {
     fn new(name: &str) -> Daemon {
+        Self::with_store_size(name, None)
+    }
+
+    /// With `size`, the store lives on a tmpfs of that size (to fill the disk on purpose).
+    fn with_store_size(name: &str, size: Option<&str>) -> Daemon {
         let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
+        umount_under(&dir);
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(dir.join("root")).unwrap();
         let mut d = Daemon { dir, child: None };
+        if let Some(size) = size {
+            let ok = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size}"),
+                    "berth-test-store",
+                ])
+                .arg(d.dir.join("root"))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
         d.start();
         d
     }
@@ -451,4 +471,32 @@ fn nginx_pulled_by_berth_serves_under_berth_runtime() {
     assert_eq!(mounts_under(&d.dir), Vec::<String>::new());
     assert!(!bundle.exists());
     d.berth(&["rmi", &r]).ok();
+}
+
+#[test]
+fn full_disk_fails_cleanly_and_keeps_earlier_images() {
+    // 8 MB: room for busybox (1 MB compressed, 2 MB unpacked), not for nginx.
+    let d = Daemon::with_store_size("fulldisk", Some("8m"));
+    let reg = registry();
+    let busybox = format!("{reg}/library/busybox");
+    d.berth(&["pull", &busybox]).ok();
+    let err = d
+        .berth(&["pull", "-q", &format!("{reg}/library/nginx")])
+        .one_line_error();
+    assert!(
+        err.contains("nginx") && err.to_lowercase().contains("space"),
+        "{err}"
+    );
+    let left = d.berth(&["images", "-q"]).ok().stdout();
+    assert_eq!(left.lines().count(), 1, "{left}");
+    // Nothing half-written stays behind to fill the disk: the ingest area is empty again.
+    let ingest = d.dir.join("root/content/ingest");
+    let n = std::fs::read_dir(&ingest).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(n, 0, "partial downloads left in {}", ingest.display());
+    // The earlier image is intact: it still makes a working root filesystem.
+    let bundle = d.dir.join("box");
+    d.berth(&["bundle", &busybox, bundle.to_str().unwrap()])
+        .ok();
+    assert!(bundle.join("rootfs/bin/busybox").exists());
+    d.berth(&["bundle", "--rm", bundle.to_str().unwrap()]).ok();
 }
