@@ -9,6 +9,7 @@ pub mod api {
 pub mod bundle;
 pub mod daemon;
 pub mod images;
+pub mod network;
 
 /// Where berthd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";

@@ -1,0 +1,1 @@
+//! Container networks through CNI plugins (being written).
