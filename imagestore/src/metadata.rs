@@ -24,6 +24,25 @@ use crate::manifest::Platform;
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("images");
 const SNAPSHOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshots");
+const CONTAINERS: TableDefinition<&str, &[u8]> = TableDefinition::new("containers");
+const PODS: TableDefinition<&str, &[u8]> = TableDefinition::new("pods");
+
+/// Tables the daemon keeps its own records in (JSON values it defines), in the same
+/// transactional database as the images, so there is one writer and one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    Containers,
+    Pods,
+}
+
+impl Records {
+    fn table(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        match self {
+            Records::Containers => CONTAINERS,
+            Records::Pods => PODS,
+        }
+    }
+}
 const SCHEMA_VERSION: u64 = 1;
 
 /// Errors of the metadata database.
@@ -156,6 +175,8 @@ impl Metadata {
             }
             txn.open_table(IMAGES).map_err(db_err)?;
             txn.open_table(SNAPSHOTS).map_err(db_err)?;
+            txn.open_table(CONTAINERS).map_err(db_err)?;
+            txn.open_table(PODS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
         Ok(Self { db: Arc::new(db) })
@@ -303,5 +324,75 @@ impl Metadata {
         };
         txn.commit().map_err(db_err)?;
         Ok(old)
+    }
+
+    /// A daemon record.
+    pub fn record(&self, t: Records, key: &str) -> Result<Option<Vec<u8>>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(t.table()).map_err(db_err)?;
+        Ok(table.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// All records of a table, by key.
+    pub fn records(&self, t: Records) -> Result<Vec<(String, Vec<u8>)>, MetadataError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = txn.open_table(t.table()).map_err(db_err)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(db_err)? {
+            let (k, v) = item.map_err(db_err)?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Writes a record (one transaction: the old value or the new one survives a crash).
+    pub fn put_record(&self, t: Records, key: &str, value: &[u8]) -> Result<(), MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.open_table(t.table())
+            .map_err(db_err)?
+            .insert(key, value)
+            .map_err(db_err)?;
+        txn.commit().map_err(db_err)
+    }
+
+    /// Removes a record; true if it existed.
+    pub fn remove_record(&self, t: Records, key: &str) -> Result<bool, MetadataError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        let existed = txn
+            .open_table(t.table())
+            .map_err(db_err)?
+            .remove(key)
+            .map_err(db_err)?
+            .is_some();
+        txn.commit().map_err(db_err)?;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_survive_reopen() {
+        let dir = std::env::temp_dir().join(format!("berth-meta-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meta.db");
+        {
+            let m = Metadata::open(&path).unwrap();
+            assert_eq!(m.record(Records::Containers, "a").unwrap(), None);
+            m.put_record(Records::Containers, "a", b"{\"x\":1}").unwrap();
+            m.put_record(Records::Containers, "b", b"{}").unwrap();
+            m.put_record(Records::Pods, "p", b"{}").unwrap();
+            assert!(m.remove_record(Records::Containers, "b").unwrap());
+            assert!(!m.remove_record(Records::Containers, "b").unwrap());
+        }
+        let m = Metadata::open(&path).unwrap();
+        let all = m.records(Records::Containers).unwrap();
+        assert_eq!(all, vec![("a".to_string(), b"{\"x\":1}".to_vec())]);
+        assert_eq!(m.records(Records::Pods).unwrap().len(), 1);
+        drop(m);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -115,6 +115,11 @@ impl Store {
         })
     }
 
+    /// The metadata database (the daemon keeps its container and pod records there too).
+    pub fn metadata(&self) -> &Metadata {
+        &self.inner.meta
+    }
+
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
