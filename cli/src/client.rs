@@ -1,7 +1,7 @@
 //! The connection to berthd.
 
 use anyhow::{anyhow, Result};
-use berth_cri::api::images_client::ImagesClient;
+use berth_cri::api::containers_client::ContainersClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -10,7 +10,12 @@ pub fn socket_path(host: &str) -> String {
     host.strip_prefix("unix://").unwrap_or(host).to_string()
 }
 
-pub async fn connect(host: &str) -> Result<ImagesClient<Channel>> {
+/// The containers API on the same connection.
+pub fn containers(ch: Channel) -> ContainersClient<Channel> {
+    ContainersClient::new(ch).max_decoding_message_size(64 << 20)
+}
+
+pub async fn channel(host: &str) -> Result<Channel> {
     let path = socket_path(host);
     let p = path.clone();
     let channel = Endpoint::try_from("http://berthd")?
@@ -24,5 +29,5 @@ pub async fn connect(host: &str) -> Result<ImagesClient<Channel>> {
         .map_err(|_| {
             anyhow!("cannot connect to berthd at {path}: is it running? (start it with: berthd &)")
         })?;
-    Ok(ImagesClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(channel)
 }

@@ -1,12 +1,13 @@
 //! `berth`: the command people type. Talks to berthd over its unix socket.
 
 mod client;
+mod ctr;
 mod fmt;
 
 use anyhow::{bail, Context, Result};
 use berth_cri::api::*;
 use clap::{Parser, Subcommand};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 
 #[derive(Parser)]
 #[command(
@@ -83,10 +84,13 @@ enum Cmd {
     },
     /// Give an image another name
     Tag { source: String, target: String },
-    /// Low-level information on images (JSON)
+    /// Low-level information on containers or images (JSON)
     Inspect {
         #[arg(required = true)]
         names: Vec<String>,
+        /// container or image (default: a container if one has the name, else an image)
+        #[arg(long = "type")]
+        kind: Option<String>,
     },
     /// The history of an image
     History {
@@ -147,6 +151,126 @@ enum Cmd {
         #[arg(long)]
         rm: bool,
     },
+    /// Create a new container
+    #[command(disable_help_flag = true)]
+    Create {
+        #[command(flatten)]
+        args: ctr::CreateArgs,
+    },
+    /// Create and run a new container from an image
+    #[command(disable_help_flag = true)]
+    Run {
+        /// Run the container in the background and print its ID
+        #[arg(short = 'd', long)]
+        detach: bool,
+        #[command(flatten)]
+        args: ctr::CreateArgs,
+    },
+    /// Start one or more stopped containers
+    Start {
+        /// Attach STDOUT/STDERR and forward signals
+        #[arg(short = 'a', long)]
+        attach: bool,
+        /// Attach the container's STDIN
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// List containers
+    Ps {
+        /// Show all containers (default shows just running)
+        #[arg(short, long)]
+        all: bool,
+        /// Only display container IDs
+        #[arg(short, long)]
+        quiet: bool,
+        /// Don't truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        /// table (default), json, or a template such as '{{.ID}}\t{{.Names}}'
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Fetch the logs of a container
+    Logs {
+        /// Follow log output
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show from the end of the logs, or "all"
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show logs since a timestamp (RFC 3339) or relative (e.g. 42m)
+        #[arg(long)]
+        since: Option<String>,
+        /// Show timestamps
+        #[arg(short, long)]
+        timestamps: bool,
+        container: String,
+    },
+    /// Execute a command in a running container
+    Exec(ctr::ExecArgs),
+    /// Stop one or more running containers
+    Stop {
+        /// Seconds to wait before killing the container
+        #[arg(short = 't', long = "time", alias = "timeout")]
+        time: Option<i32>,
+        /// Signal to send (default: the image's StopSignal, else SIGTERM)
+        #[arg(short, long)]
+        signal: Option<String>,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Kill one or more running containers
+    Kill {
+        /// Signal to send
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Remove one or more containers
+    Rm {
+        /// Force the removal of a running container (uses SIGKILL)
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Copy files/folders between a container and the local filesystem
+    Cp {
+        /// CONTAINER:SRC_PATH or a local path
+        src: String,
+        /// CONTAINER:DEST_PATH or a local path
+        dest: String,
+    },
+    /// Display a live stream of container resource usage statistics
+    Stats {
+        /// Disable streaming stats and only pull the first result
+        #[arg(long)]
+        no_stream: bool,
+        /// table (default) or json
+        #[arg(long, default_value = "table")]
+        format: String,
+        containers: Vec<String>,
+    },
+    /// Display the running processes of a container
+    Top { container: String },
+    /// Pause all processes within one or more containers
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within one or more containers
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until one or more containers stop, then print their exit codes
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
     /// Client and daemon versions
     Version,
     /// Daemon information
@@ -173,6 +297,30 @@ fn main() {
     std::process::exit(code);
 }
 
+fn print_err(e: &anyhow::Error) {
+    let msg = match e.downcast_ref::<tonic::Status>() {
+        Some(s) => s.message().to_string(),
+        None => format!("{e:#}"),
+    };
+    eprintln!("berth: {}", msg.replace('\n', " "));
+}
+
+/// `run`/`create` errors: print them and exit with docker's code (125, 126, 127).
+fn run_step<T>(r: std::result::Result<T, ctr::RunError>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(ctr::RunError::Usage(e)) => {
+            print_err(&e);
+            std::process::exit(125)
+        }
+        Err(ctr::RunError::Daemon(e)) => {
+            let code = ctr::run_error_code(&e);
+            print_err(&e);
+            std::process::exit(code)
+        }
+    }
+}
+
 fn abs(p: &str) -> Result<String> {
     let p = std::path::Path::new(p);
     Ok(if p.is_absolute() {
@@ -183,9 +331,209 @@ fn abs(p: &str) -> Result<String> {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
-    let mut c = client::connect(&cli.host).await?;
+    let ch = client::channel(&cli.host).await?;
+    let mut c = berth_cri::api::images_client::ImagesClient::new(ch.clone())
+        .max_decoding_message_size(64 << 20);
+    let mut cc = client::containers(ch.clone());
     let mut out = std::io::stdout().lock();
     match cli.cmd {
+        Cmd::Create { args } => {
+            let id = run_step(ctr::create(&ch, &args).await)?;
+            writeln!(out, "{id}")?;
+        }
+        Cmd::Run { detach, args } => {
+            let id = run_step(ctr::create(&ch, &args).await)?;
+            if detach {
+                if let Err(e) = cc.start(ContainerRef { id: id.clone() }).await {
+                    let e: anyhow::Error = e.into();
+                    let code = ctr::run_error_code(&e);
+                    print_err(&e);
+                    return Ok(code);
+                }
+                writeln!(out, "{id}")?;
+                return Ok(0);
+            }
+            drop(out);
+            return match ctr::attach(&ch, &id, true, args.interactive, args.tty).await {
+                Ok(code) => Ok(code),
+                Err(e) => {
+                    let code = ctr::run_error_code(&e);
+                    print_err(&e);
+                    Ok(code)
+                }
+            };
+        }
+        Cmd::Start {
+            attach,
+            interactive,
+            containers,
+        } => {
+            if attach || interactive {
+                if containers.len() != 1 {
+                    bail!("you cannot start and attach multiple containers at once");
+                }
+                let r = cc
+                    .inspect_container(ContainerRef {
+                        id: containers[0].clone(),
+                    })
+                    .await?
+                    .into_inner();
+                let v: serde_json::Value = serde_json::from_str(&r.json)?;
+                let tty = v["Config"]["tty"].as_bool().unwrap_or(false);
+                drop(out);
+                return ctr::attach(&ch, &containers[0], true, interactive, tty).await;
+            }
+            let mut failed = false;
+            for id in containers {
+                match cc.start(ContainerRef { id: id.clone() }).await {
+                    Ok(_) => writeln!(out, "{id}")?,
+                    Err(s) => {
+                        eprintln!("berth: {}", s.message());
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(failed as i32);
+        }
+        Cmd::Ps {
+            all,
+            quiet,
+            no_trunc,
+            format,
+        } => {
+            let list = cc
+                .list(ListContainersRequest { all })
+                .await?
+                .into_inner()
+                .containers;
+            ctr::ps(&mut out, &list, quiet, no_trunc, &format)?;
+        }
+        Cmd::Logs {
+            follow,
+            tail,
+            since,
+            timestamps,
+            container,
+        } => {
+            drop(out);
+            ctr::logs(
+                &mut cc,
+                container,
+                follow,
+                &tail,
+                since.as_deref(),
+                timestamps,
+            )
+            .await?;
+            return Ok(0);
+        }
+        Cmd::Exec(a) => {
+            drop(out);
+            return ctr::exec(&ch, a).await.or_else(|e| {
+                let code = ctr::run_error_code(&e).max(126);
+                print_err(&e);
+                Ok(code)
+            });
+        }
+        Cmd::Stop {
+            time,
+            signal,
+            containers,
+        } => {
+            let mut failed = false;
+            for id in containers {
+                let r = cc
+                    .stop(StopRequest {
+                        id: id.clone(),
+                        timeout: time.unwrap_or(0),
+                        timeout_set: time.is_some(),
+                        signal: signal.clone().unwrap_or_default(),
+                    })
+                    .await;
+                match r {
+                    Ok(_) => writeln!(out, "{id}")?,
+                    Err(s) => {
+                        eprintln!("berth: {}", s.message());
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(failed as i32);
+        }
+        Cmd::Kill { signal, containers } => {
+            let mut failed = false;
+            for id in containers {
+                match cc
+                    .kill(KillRequest {
+                        id: id.clone(),
+                        signal: signal.clone(),
+                    })
+                    .await
+                {
+                    Ok(_) => writeln!(out, "{id}")?,
+                    Err(s) => {
+                        eprintln!("berth: {}", s.message());
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(failed as i32);
+        }
+        Cmd::Rm { force, containers } => {
+            let mut failed = false;
+            for id in containers {
+                match cc
+                    .remove(RemoveContainerRequest {
+                        id: id.clone(),
+                        force,
+                    })
+                    .await
+                {
+                    Ok(_) => writeln!(out, "{id}")?,
+                    Err(s) => {
+                        eprintln!("berth: {}", s.message());
+                        failed = true;
+                    }
+                }
+            }
+            return Ok(failed as i32);
+        }
+        Cmd::Cp { src, dest } => {
+            ctr::cp(&mut cc, &src, &dest).await?;
+        }
+        Cmd::Stats {
+            no_stream,
+            format,
+            containers,
+        } => {
+            drop(out);
+            ctr::stats(&mut cc, &containers, !no_stream, &format).await?;
+            return Ok(0);
+        }
+        Cmd::Top { container } => {
+            let r = cc.top(ContainerRef { id: container }).await?.into_inner();
+            let mut rows = vec![r.titles];
+            rows.extend(r.rows.into_iter().map(|r| r.fields));
+            fmt::table(&mut out, &rows)?;
+        }
+        Cmd::Pause { containers } => {
+            for id in containers {
+                cc.pause(ContainerRef { id: id.clone() }).await?;
+                writeln!(out, "{id}")?;
+            }
+        }
+        Cmd::Unpause { containers } => {
+            for id in containers {
+                cc.unpause(ContainerRef { id: id.clone() }).await?;
+                writeln!(out, "{id}")?;
+            }
+        }
+        Cmd::Wait { containers } => {
+            for id in containers {
+                let r = cc.wait(ContainerRef { id }).await?.into_inner();
+                writeln!(out, "{}", r.exit_code)?;
+            }
+        }
         Cmd::Pull {
             reference,
             platform,
@@ -272,10 +620,29 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Tag { source, target } => {
             c.tag(TagRequest { source, target }).await?;
         }
-        Cmd::Inspect { names } => {
+        Cmd::Inspect { names, kind } => {
             let mut docs = Vec::new();
             let mut failed = false;
             for name in names {
+                if kind.as_deref() != Some("image") {
+                    match cc
+                        .inspect_container(ContainerRef { id: name.clone() })
+                        .await
+                    {
+                        Ok(r) => {
+                            docs.push(serde_json::from_str::<serde_json::Value>(
+                                &r.into_inner().json,
+                            )?);
+                            continue;
+                        }
+                        Err(s) if kind.as_deref() == Some("container") => {
+                            eprintln!("berth: {}", s.message());
+                            failed = true;
+                            continue;
+                        }
+                        Err(_) => {}
+                    }
+                }
                 match c.inspect(ImageRef { name }).await {
                     Ok(r) => docs.push(serde_json::from_str::<serde_json::Value>(
                         &r.into_inner().json,
@@ -413,16 +780,33 @@ async fn run(cli: Cli) -> Result<i32> {
         }
         Cmd::Info => {
             let v = c.version(Empty {}).await?.into_inner();
-            let n = c.list(ListRequest {}).await?.into_inner().images.len();
-            writeln!(out, "Server Version: {}", v.version)?;
-            writeln!(out, "API: {}", v.api)?;
-            writeln!(out, "Socket: {}", client::socket_path(&cli.host))?;
-            writeln!(out, "Images: {n}")?;
+            let i: serde_json::Value =
+                serde_json::from_str(&cc.info(Empty2 {}).await?.into_inner().json)?;
+            let s = |k: &str| match &i[k] {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            writeln!(out, "Containers: {}", s("Containers"))?;
+            writeln!(out, " Running: {}", s("ContainersRunning"))?;
+            writeln!(out, " Paused: {}", s("ContainersPaused"))?;
+            writeln!(out, " Stopped: {}", s("ContainersStopped"))?;
+            writeln!(out, "Images: {}", s("Images"))?;
+            writeln!(out, "Server Version: {} (API {})", v.version, v.api)?;
+            writeln!(out, "Storage Driver: {}", s("Driver"))?;
+            writeln!(out, "Cgroup Version: {}", s("CgroupVersion"))?;
+            writeln!(out, "Runtime: {}", s("Runtime"))?;
             writeln!(
                 out,
-                "Stdout is a terminal: {}",
-                std::io::stdout().is_terminal()
+                "Network: bridge {} {}",
+                i["Network"]["Bridge"].as_str().unwrap_or(""),
+                i["Network"]["Subnet"].as_str().unwrap_or("")
             )?;
+            writeln!(out, "Kernel Version: {}", s("KernelVersion"))?;
+            writeln!(out, "CPUs: {}", s("NCPU"))?;
+            writeln!(out, "Root Dir: {}", s("DockerRootDir"))?;
+            writeln!(out, "State Dir: {}", s("StateDir"))?;
+            writeln!(out, "Log Dir: {}", s("LogDir"))?;
+            writeln!(out, "Socket: {}", client::socket_path(&cli.host))?;
         }
     }
     Ok(0)

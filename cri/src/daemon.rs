@@ -1,7 +1,10 @@
 //! Starting, serving and stopping berthd.
 
+use crate::api::containers_server::ContainersServer;
 use crate::api::images_server::ImagesServer;
 use crate::bundle::Bundles;
+use crate::container_svc::ContainerService;
+use crate::containers::{Config, Manager};
 use crate::images::ImageService;
 use anyhow::{bail, Context, Result};
 use berth_imagestore::{RegistryConfig, Store, StoreOptions};
@@ -12,6 +15,8 @@ pub struct Options {
     pub address: PathBuf,
     pub root: PathBuf,
     pub state: PathBuf,
+    /// Container logs (`<log_dir>/<id>.log`); None: from the config, else /var/log/berth.
+    pub log_dir: Option<PathBuf>,
     /// `None`: `$BERTH_CONFIG` or `/etc/berth/config.toml` if it exists.
     pub config: Option<PathBuf>,
 }
@@ -50,6 +55,21 @@ pub async fn run(o: Options) -> Result<()> {
         .await
         .with_context(|| format!("open the image store at {}", o.root.display()))?;
     let bundles = Bundles::load(&o.state)?;
+    let config_path = o.config.clone().or_else(|| {
+        let p = std::env::var_os("BERTH_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(berth_imagestore::config::DEFAULT_CONFIG_PATH));
+        p.exists().then_some(p)
+    });
+    let dcfg = DaemonConfig::load(config_path.as_deref())?;
+    let cfg = dcfg.resolve(&o)?;
+    tracing::info!(
+        runtime = %cfg.runtime.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "library".into()),
+        bridge = %cfg.network.bridge,
+        subnet = %cfg.network.subnet,
+        "containers"
+    );
+    let manager = Manager::open(store.clone(), cfg).await?;
 
     if let Some(dir) = o.address.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -60,7 +80,12 @@ pub async fn run(o: Options) -> Result<()> {
         .with_context(|| format!("listen on {}", o.address.display()))?;
     tracing::info!(address = %o.address.display(), root = %o.root.display(), "berthd ready");
 
-    let svc = ImageService { store, bundles };
+    let svc = ImageService {
+        store,
+        bundles,
+        containers: Some(manager.clone()),
+    };
+    let csvc = ContainerService { m: manager };
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -72,7 +97,8 @@ pub async fn run(o: Options) -> Result<()> {
         tracing::info!("shutting down");
     };
     let served = tonic::transport::Server::builder()
-        .add_service(ImagesServer::new(svc))
+        .add_service(ImagesServer::new(svc).max_decoding_message_size(64 << 20))
+        .add_service(ContainersServer::new(csvc).max_decoding_message_size(64 << 20))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
@@ -82,4 +108,83 @@ pub async fn run(o: Options) -> Result<()> {
     let _ = std::fs::remove_file(o.state.join("berthd.pid"));
     served.context("serve")?;
     Ok(())
+}
+
+/// The `[daemon]` and `[network]` sections of config.toml (the `[registry]` section belongs to
+/// the image store). Every key is optional; docs/config.md lists them with their defaults.
+#[derive(serde::Deserialize, Default)]
+struct DaemonConfig {
+    #[serde(default)]
+    daemon: DaemonSection,
+    #[serde(default)]
+    network: NetworkSection,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DaemonSection {
+    /// Container logs directory (default /var/log/berth).
+    log_dir: Option<PathBuf>,
+    /// The berth-shim binary (default: beside berthd, else on $PATH).
+    shim: Option<PathBuf>,
+    /// A runc-compatible runtime binary for the shims (default: the runtime library).
+    runtime: Option<PathBuf>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct NetworkSection {
+    /// Bridge name (default berth0).
+    bridge: Option<String>,
+    /// Subnet of the default network (default 10.89.0.0/16).
+    subnet: Option<String>,
+    /// Where CNI plugins are looked for (default /usr/lib/cni, /opt/cni/bin).
+    plugin_dirs: Option<Vec<PathBuf>>,
+}
+
+impl DaemonConfig {
+    fn load(path: Option<&std::path::Path>) -> Result<DaemonConfig> {
+        let Some(path) = path else {
+            return Ok(DaemonConfig::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        toml::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message().replace('\n', " ")))
+    }
+
+    fn resolve(self, o: &Options) -> Result<Config> {
+        let shim = match self.daemon.shim {
+            Some(p) => p,
+            None => {
+                let beside = std::env::current_exe()
+                    .ok()
+                    .and_then(|e| e.parent().map(|d| d.join("berth-shim")));
+                match beside {
+                    Some(p) if p.exists() => p,
+                    _ => PathBuf::from("berth-shim"),
+                }
+            }
+        };
+        Ok(Config {
+            root: o.root.clone(),
+            state: o.state.clone(),
+            log_dir: o
+                .log_dir
+                .clone()
+                .or(self.daemon.log_dir)
+                .unwrap_or_else(|| PathBuf::from("/var/log/berth")),
+            shim,
+            runtime: self.daemon.runtime,
+            network: crate::network::NetworkOptions {
+                name: "berth".into(),
+                bridge: self.network.bridge.unwrap_or_else(|| "berth0".into()),
+                subnet: self.network.subnet.unwrap_or_else(|| "10.89.0.0/16".into()),
+                plugin_dirs: self.network.plugin_dirs.unwrap_or_else(|| {
+                    vec![PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
+                }),
+                state_dir: o.state.join("net"),
+            },
+        })
+    }
 }

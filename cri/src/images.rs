@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 pub struct ImageService {
     pub store: Store,
     pub bundles: crate::bundle::Bundles,
+    pub containers: Option<std::sync::Arc<crate::containers::Manager>>,
 }
 
 /// One line, with the gRPC code a client can act on.
@@ -184,6 +185,15 @@ impl Images for ImageService {
         let r = req.into_inner();
         let rec = self.store.image(&r.name).await.map_err(status)?;
         if !r.force {
+            if let Some(m) = &self.containers {
+                if let Some((_, id)) = m.images_in_use().into_iter().find(|(i, _)| *i == rec.name) {
+                    return Err(Status::failed_precondition(format!(
+                        "conflict: unable to remove {:?}: container {} is using it (remove the container first, or force)",
+                        rec.name,
+                        &id[..12]
+                    )));
+                }
+            }
             if let Some(dir) = self.bundles.using(&rec.name).await {
                 return Err(Status::failed_precondition(format!(
                     "image {:?} is in use by the bundle at {dir} (remove it first, or force)",

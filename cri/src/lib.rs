@@ -7,9 +7,13 @@ pub mod api {
     tonic::include_proto!("berth.v1");
 }
 pub mod bundle;
+pub mod container_svc;
+pub mod containers;
+pub mod containers_util;
 pub mod daemon;
 pub mod images;
 pub mod network;
+pub mod spec;
 
 /// Where berthd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";

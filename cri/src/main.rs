@@ -7,7 +7,7 @@ use std::path::PathBuf;
 #[command(
     name = "berthd",
     version,
-    about = "berth's daemon: images now, containers and the CRI next"
+    about = "berth's daemon: images and containers, through one berth-shim per container"
 )]
 struct Args {
     /// Unix socket to serve berth's API on
@@ -19,6 +19,9 @@ struct Args {
     /// Runtime state (pid, lock, bundles)
     #[arg(long, default_value = "/run/berth")]
     state: PathBuf,
+    /// Container logs directory (default: [daemon] log_dir of the config, else /var/log/berth)
+    #[arg(long)]
+    log_dir: Option<PathBuf>,
     /// Configuration file (default: $BERTH_CONFIG or /etc/berth/config.toml if it exists)
     #[arg(long)]
     config: Option<PathBuf>,
@@ -42,6 +45,7 @@ fn main() {
         address: a.address,
         root: a.root,
         state: a.state,
+        log_dir: a.log_dir,
         config: a.config,
     }));
     if let Err(e) = r {

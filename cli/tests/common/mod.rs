@@ -1,0 +1,303 @@
+//! The harness shared by the berth end-to-end tests: a private berthd per test (own socket,
+//! store, state, logs and network under a temp dir), and the berth CLI pointed at it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+pub fn bin(name: &str) -> PathBuf {
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --workspace --bins` first",
+        p.display()
+    );
+    p
+}
+
+pub fn registry() -> String {
+    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+    /// Containers on: remove them all on drop and check nothing is left.
+    pub containers: bool,
+}
+
+impl Daemon {
+    pub fn new(name: &str) -> Daemon {
+        Self::with_store_size(name, None)
+    }
+
+    /// With `size`, the store lives on a tmpfs of that size (to fill the disk on purpose).
+    pub fn with_store_size(name: &str, size: Option<&str>) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
+        umount_under(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let mut d = Daemon {
+            dir,
+            child: None,
+            containers: false,
+        };
+        if let Some(size) = size {
+            let ok = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size}"),
+                    "berth-test-store",
+                ])
+                .arg(d.dir.join("root"))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        d.start();
+        d
+    }
+
+    /// A daemon that runs containers: its own bridge `bt<n>` and subnet 10.210.<n>.0/24 (so
+    /// tests run in parallel), logs under its dir. `n` must be unique among the tests.
+    pub fn with_containers(name: &str, n: u8) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
+        umount_under(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        std::fs::write(
+            dir.join("config.toml"),
+            format!(
+                "[daemon]\nlog_dir = \"{}\"\n\n[network]\nbridge = \"bt{n}\"\nsubnet = \"10.210.{n}.0/24\"\n",
+                dir.join("logs").display()
+            ),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            dir,
+            child: None,
+            containers: true,
+        };
+        d.start();
+        d
+    }
+
+    pub fn bridge(&self) -> Option<String> {
+        let c = std::fs::read_to_string(self.dir.join("config.toml")).ok()?;
+        c.lines()
+            .find_map(|l| l.strip_prefix("bridge = "))
+            .map(|b| b.trim_matches('"').to_string())
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        if self.containers {
+            self.dir.join("config.toml")
+        } else {
+            self.dir.join("no-config.toml")
+        }
+    }
+
+    /// Removes every container (berthd restarted first if a test killed it).
+    pub fn remove_all_containers(&mut self) {
+        if self.child.is_none() {
+            self.start();
+        }
+        let ids = self.berth(&["ps", "-aq", "--no-trunc"]).stdout();
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let _ = self.berth(&["rm", "-f", id]);
+        }
+    }
+
+    /// What this daemon's containers could have left on the host: shim processes, mounts
+    /// under its dir, network namespaces pinned by it, its bridge, veths on its bridge, iptables
+    /// chains of its containers. Empty when all is clean.
+    pub fn leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let dir = self.dir.display().to_string();
+        for p in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else {
+                continue;
+            };
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("berth-shim") && cmd.contains(&dir) {
+                out.push(format!("shim process: {cmd}"));
+            }
+        }
+        for m in mounts_under(&self.dir) {
+            out.push(format!("mount: {m}"));
+        }
+        if let Some(b) = self.bridge() {
+            let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+            for l in String::from_utf8_lossy(&links.stdout).lines() {
+                if l.contains(&format!(" {b}:")) || l.contains(&format!("master {b} ")) {
+                    out.push(format!("link: {l}"));
+                }
+            }
+        }
+        let ns = self.dir.join("state/net/netns");
+        if let Ok(rd) = std::fs::read_dir(&ns) {
+            for e in rd.flatten() {
+                out.push(format!("netns pin: {}", e.path().display()));
+            }
+        }
+        out
+    }
+
+    /// Cgroups of container `id` still on the host (any hierarchy).
+    pub fn cgroup_leftovers(id: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+            let p = h.path().join("berth").join(id);
+            if p.exists() {
+                out.push(p.display().to_string());
+            }
+        }
+        let p = Path::new("/sys/fs/cgroup/berth").join(id);
+        if p.exists() {
+            out.push(p.display().to_string());
+        }
+        out
+    }
+
+    pub fn sock(&self) -> PathBuf {
+        self.dir.join("berthd.sock")
+    }
+
+    pub fn spawn(&self) -> Child {
+        Command::new(bin("berthd"))
+            .arg("--address")
+            .arg(self.sock())
+            .arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--state")
+            .arg(self.dir.join("state"))
+            .env("BERTH_CONFIG", self.config_path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("berthd.log")).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn start(&mut self) {
+        let _ = std::fs::remove_file(self.sock());
+        self.child = Some(self.spawn());
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(self.sock()).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("berthd did not come up: {}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("berthd.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin("berth"));
+        c.arg("-H")
+            .arg(format!("unix://{}", self.sock().display()))
+            .args(args);
+        c
+    }
+
+    pub fn berth(&self, args: &[&str]) -> Out {
+        Out(
+            self.cmd(args).stdin(Stdio::null()).output().unwrap(),
+            args.join(" "),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.containers {
+            self.remove_all_containers();
+        }
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) of the child we started, by its pid.
+            unsafe { libc_kill(c.id() as i32, 15) };
+            let _ = c.wait();
+        }
+        umount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    pub fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Unmounts everything below `dir`, deepest first.
+pub fn umount_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = Command::new("umount").arg("-l").arg(&p).status();
+    }
+}
+
+pub fn mounts_under(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect()
+}
+
+pub struct Out(pub Output, pub String);
+
+impl Out {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).into_owned()
+    }
+    pub fn ok(self) -> Self {
+        assert!(
+            self.0.status.success(),
+            "berth {} failed: {:?}\n{}{}",
+            self.1,
+            self.0.status,
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+    /// Failed with exit 1 and exactly one line on stderr.
+    pub fn one_line_error(self) -> String {
+        assert_eq!(
+            self.0.status.code(),
+            Some(1),
+            "berth {}: {}",
+            self.1,
+            self.stderr()
+        );
+        let err = self.stderr();
+        assert_eq!(err.trim_end().lines().count(), 1, "berth {}: {err}", self.1);
+        assert!(err.starts_with("berth: "), "{err}");
+        err
+    }
+}

@@ -1,0 +1,1482 @@
+//! Containers in berthd: records in the metadata database, one berth-shim per running
+//! container, networks through CNI, restart policies, and reconciliation after a restart.
+//!
+//! What is where:
+//! - the record (config, phase, exit status, IP, …): `containers` table of `<root>/meta.db`,
+//!   rewritten in one transaction at every change;
+//! - the bundle (`config.json`, `hosts`, `hostname`, `resolv.conf`, the mounted `rootfs/`):
+//!   `<state>/containers/<id>/`;
+//! - the shim: `<state>/shims/<id>/` (socket, pid, exit record); the runtime's state:
+//!   `<state>/runtime/<id>/`;
+//! - the log: `<log_dir>/<id>.log` in the CRI format.
+//!
+//! The network and the shim exist only while the container runs: `start` sets them up and the
+//! exit of the container tears them down (as docker does), so a stopped container holds only its
+//! record, its rootfs snapshot and its log.
+
+use crate::api::{ContainerConfig, ContainerSummary, PortMapping};
+use crate::network::{self, Network};
+use crate::spec;
+use berth_imagestore::metadata::Records;
+use berth_imagestore::Store;
+use berth_shim::api::shim_client::ShimClient;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tonic::Status;
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Being created: the snapshot may be half made. A restart removes it.
+    Creating,
+    #[default]
+    Created,
+    /// Network and shim being set up. A restart undoes that.
+    Starting,
+    Running,
+    Paused,
+    Exited,
+    /// Being removed. A restart finishes the job.
+    Removing,
+}
+
+/// The container record (JSON in the metadata database).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Record {
+    pub id: String,
+    pub name: String,
+    pub config: ContainerConfig,
+    pub image: String,
+    pub image_id: String,
+    pub created: i64,
+    pub phase: Phase,
+    pub pid: i32,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    /// Why it exited when not on its own: "OOMKilled", "shim died", …
+    pub reason: String,
+    /// The last start's error, if it failed.
+    pub error: String,
+    pub restart_count: u32,
+    /// `stop` or `kill` by the user: restart policies leave it alone.
+    pub manually_stopped: bool,
+    /// A restart by policy is scheduled.
+    pub restarting: bool,
+    pub ip: String,
+    pub netns: String,
+    /// Host ports in use while running (with 0 resolved to the port picked).
+    pub ports: Vec<PortMapping>,
+    pub args: Vec<String>,
+    pub stop_signal: String,
+    pub log_path: String,
+}
+
+struct Entry {
+    rec: Mutex<Record>,
+    /// Serializes start, exit handling and removal.
+    op: tokio::sync::Mutex<()>,
+    /// (number of exits seen, last exit code).
+    exits: watch::Sender<(u64, i32)>,
+    /// Attach streams still pumping output: exit handling waits for them before the shim goes.
+    attaches: watch::Sender<usize>,
+}
+
+impl Entry {
+    fn get(&self) -> Record {
+        self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Daemon settings for containers (the `[daemon]` and `[network]` sections of config.toml).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub log_dir: PathBuf,
+    pub shim: PathBuf,
+    /// A runc-compatible binary for the shims to drive; None: the runtime library.
+    pub runtime: Option<PathBuf>,
+    pub network: network::NetworkOptions,
+}
+
+pub struct Manager {
+    pub store: Store,
+    pub cfg: Config,
+    net: Network,
+    entries: Mutex<HashMap<String, Arc<Entry>>>,
+}
+
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}").replace('\n', " "))
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    hex::encode(b)
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nifty", "proud", "quiet", "sharp", "swift", "tender", "vivid", "witty", "zen", "bold",
+];
+const NOUNS: &[&str] = &[
+    "anchor", "buoy", "cove", "dock", "ferry", "harbor", "jetty", "keel", "lagoon", "mast", "pier",
+    "quay", "reef", "sail", "tide", "wharf", "barge", "canal", "delta", "estuary",
+];
+
+fn valid_name(n: &str) -> bool {
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && n.len() <= 128
+}
+
+/// docker's status column: "Up 3 minutes", "Exited (0) 2 seconds ago", …
+pub fn human_duration(nanos: i64) -> String {
+    let s = (nanos / 1_000_000_000).max(0);
+    match s {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{s} seconds"),
+        60..=119 => "About a minute".into(),
+        120..=3599 => format!("{} minutes", s / 60),
+        3600..=7199 => "About an hour".into(),
+        7200..=172_799 => format!("{} hours", s / 3600),
+        _ => format!("{} days", s / 86400),
+    }
+}
+
+fn status_text(r: &Record) -> String {
+    let now = now_nanos();
+    match r.phase {
+        Phase::Creating | Phase::Created | Phase::Starting => "Created".into(),
+        Phase::Running => format!("Up {}", human_duration(now - r.started_at)),
+        Phase::Paused => format!("Up {} (Paused)", human_duration(now - r.started_at)),
+        Phase::Exited if r.restarting => format!(
+            "Restarting ({}) {} ago",
+            r.exit_code,
+            human_duration(now - r.finished_at)
+        ),
+        Phase::Exited => format!(
+            "Exited ({}) {} ago",
+            r.exit_code,
+            human_duration(now - r.finished_at)
+        ),
+        Phase::Removing => "Removal In Progress".into(),
+    }
+}
+
+fn state_word(r: &Record) -> &'static str {
+    match r.phase {
+        Phase::Creating | Phase::Created | Phase::Starting => "created",
+        Phase::Running => "running",
+        Phase::Paused => "paused",
+        Phase::Exited if r.restarting => "restarting",
+        Phase::Exited => "exited",
+        Phase::Removing => "removing",
+    }
+}
+
+pub fn summary(r: &Record) -> ContainerSummary {
+    ContainerSummary {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        image: r.config.image.clone(),
+        command: r.args.join(" "),
+        created_unix: r.created / 1_000_000_000,
+        state: state_word(r).into(),
+        status: status_text(r),
+        ports: if r.ports.is_empty() {
+            r.config.ports.clone()
+        } else {
+            r.ports.clone()
+        },
+        exit_code: r.exit_code,
+        ip: r.ip.clone(),
+        pid: if matches!(r.phase, Phase::Running | Phase::Paused) {
+            r.pid
+        } else {
+            0
+        },
+        labels: r.config.labels.clone(),
+    }
+}
+
+/// Parses `SIGTERM`, `TERM`, `15`.
+pub fn parse_signal(s: &str) -> Result<i32, Status> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let up = t.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| Status::invalid_argument(format!("invalid signal: {s:?}")))
+}
+
+impl Manager {
+    /// Opens the manager and reconciles the records with what is really there: live shims,
+    /// exited containers, and whatever an interrupted operation left.
+    pub async fn open(store: Store, cfg: Config) -> anyhow::Result<Arc<Manager>> {
+        for d in [
+            cfg.state.join("containers"),
+            cfg.state.join("shims"),
+            cfg.state.join("runtime"),
+            cfg.log_dir.clone(),
+        ] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| anyhow::anyhow!("create {}: {e}", d.display()))?;
+        }
+        let net = Network::bridge(cfg.network.clone());
+        let m = Arc::new(Manager {
+            store,
+            cfg,
+            net,
+            entries: Mutex::new(HashMap::new()),
+        });
+        let records = m
+            .store
+            .metadata()
+            .records(Records::Containers)
+            .map_err(|e| anyhow::anyhow!("read container records: {e}"))?;
+        for (id, bytes) in records {
+            match serde_json::from_slice::<Record>(&bytes) {
+                Ok(r) => {
+                    m.insert(r);
+                }
+                Err(e) => tracing::error!(%id, "unreadable container record, left alone: {e}"),
+            }
+        }
+        let entries: Vec<Arc<Entry>> = m.entries().into_values().collect();
+        for e in entries {
+            m.clone().reconcile(e).await;
+        }
+        Ok(m)
+    }
+
+    fn entries(&self) -> HashMap<String, Arc<Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn insert(&self, r: Record) -> Arc<Entry> {
+        let e = Arc::new(Entry {
+            rec: Mutex::new(r.clone()),
+            op: tokio::sync::Mutex::new(()),
+            exits: watch::channel((0, r.exit_code)).0,
+            attaches: watch::channel(0).0,
+        });
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.id.clone(), e.clone());
+        e
+    }
+
+    fn bundle_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state.join("containers").join(id)
+    }
+    fn shim_dir(&self, id: &str) -> PathBuf {
+        self.cfg.state.join("shims").join(id)
+    }
+    fn runtime_root(&self) -> PathBuf {
+        self.cfg.state.join("runtime")
+    }
+
+    /// Applies `f` to the record and writes it (one transaction).
+    fn update(&self, e: &Entry, f: impl FnOnce(&mut Record)) -> Result<Record, Status> {
+        let mut g = e.rec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = g.clone();
+        f(&mut r);
+        let bytes = serde_json::to_vec(&r).map_err(|e| internal("encode record", e))?;
+        self.store
+            .metadata()
+            .put_record(Records::Containers, &r.id, &bytes)
+            .map_err(|e| internal("write container record", e))?;
+        *g = r.clone();
+        Ok(r)
+    }
+
+    /// Finds a container by id, unique id prefix or name.
+    fn find(&self, key: &str) -> Result<Arc<Entry>, Status> {
+        let key = key.trim_start_matches('/');
+        let entries = self.entries();
+        if let Some(e) = entries.get(key) {
+            return Ok(e.clone());
+        }
+        if let Some(e) = entries.values().find(|e| e.get().name == key) {
+            return Ok(e.clone());
+        }
+        let matches: Vec<&Arc<Entry>> = if key.len() >= 3 {
+            entries
+                .iter()
+                .filter(|(id, _)| id.starts_with(key))
+                .map(|(_, e)| e)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        match matches.len() {
+            1 => Ok(matches[0].clone()),
+            0 => Err(Status::not_found(format!("No such container: {key}"))),
+            _ => Err(Status::invalid_argument(format!(
+                "multiple containers match {key:?}: give more of the id"
+            ))),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Result<Record, Status> {
+        Ok(self.find(key)?.get())
+    }
+
+    pub fn list(&self, all: bool) -> Vec<Record> {
+        let mut v: Vec<Record> = self
+            .entries()
+            .values()
+            .map(|e| e.get())
+            .filter(|r| all || matches!(r.phase, Phase::Running | Phase::Paused) || r.restarting)
+            .collect();
+        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // create
+
+    pub async fn create(&self, mut c: ContainerConfig) -> Result<Record, Status> {
+        if c.image.is_empty() {
+            return Err(Status::invalid_argument("no image given"));
+        }
+        let img = self.store.image(&c.image).await.map_err(|e| match e {
+            berth_imagestore::Error::ImageNotFound(_) => Status::not_found(format!(
+                "No such image: {} (pull it with: berth pull {})",
+                c.image, c.image
+            )),
+            e => crate::images::status(e),
+        })?;
+        let image_cfg = self
+            .store
+            .config(&img.name)
+            .await
+            .map_err(crate::images::status)?;
+        for p in &c.ports {
+            if !matches!(p.protocol.as_str(), "tcp" | "udp") {
+                return Err(Status::invalid_argument(format!(
+                    "invalid protocol {:?} for port {}: tcp or udp",
+                    p.protocol, p.container_port
+                )));
+            }
+            if p.container_port == 0 || p.container_port > 65535 || p.host_port > 65535 {
+                return Err(Status::invalid_argument(format!(
+                    "invalid port mapping {}:{}",
+                    p.host_port, p.container_port
+                )));
+            }
+        }
+        match c.network.as_str() {
+            "" => c.network = "bridge".into(),
+            "bridge" | "none" => {}
+            "host" => {
+                if !c.ports.is_empty() {
+                    return Err(Status::invalid_argument(
+                        "published ports are discarded with --network host: drop -p",
+                    ));
+                }
+            }
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "network {n:?} not found (bridge, host or none)"
+                )))
+            }
+        }
+        if let Some(r) = &c.restart {
+            if !matches!(
+                r.name.as_str(),
+                "" | "no" | "on-failure" | "always" | "unless-stopped"
+            ) {
+                return Err(Status::invalid_argument(format!(
+                    "invalid restart policy {:?}: no, on-failure[:N], always or unless-stopped",
+                    r.name
+                )));
+            }
+            if c.auto_remove && !matches!(r.name.as_str(), "" | "no") {
+                return Err(Status::invalid_argument(
+                    "conflicting options: --restart and --rm",
+                ));
+            }
+        }
+        spec::capabilities(&c)?;
+        let args = spec::args(&c, &image_cfg)?;
+        for m in &c.mounts {
+            if (m.r#type == "bind" || m.r#type.is_empty()) && !Path::new(&m.source).exists() {
+                return Err(Status::invalid_argument(format!(
+                    "invalid volume: bind source path does not exist: {}",
+                    m.source
+                )));
+            }
+        }
+
+        let id = random_hex(32);
+        let name = {
+            let entries = self.entries();
+            if c.name.is_empty() {
+                let mut n;
+                loop {
+                    let r = random_hex(2);
+                    let a = ADJECTIVES
+                        [usize::from_str_radix(&r[..2], 16).unwrap_or(0) % ADJECTIVES.len()];
+                    let b = NOUNS[usize::from_str_radix(&r[2..], 16).unwrap_or(0) % NOUNS.len()];
+                    n = format!("{a}_{b}");
+                    if entries.values().all(|e| e.get().name != n) {
+                        break;
+                    }
+                    n = format!("{a}_{b}_{}", &random_hex(2)[..3]);
+                    if entries.values().all(|e| e.get().name != n) {
+                        break;
+                    }
+                }
+                n
+            } else {
+                let n = c.name.trim_start_matches('/').to_string();
+                if !valid_name(&n) {
+                    return Err(Status::invalid_argument(format!(
+                        "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                    )));
+                }
+                if let Some(other) = entries.values().find(|e| e.get().name == n) {
+                    return Err(Status::already_exists(format!(
+                        "the container name \"/{n}\" is already in use by container {}: remove (or rename) that container to reuse the name",
+                        &other.get().id[..12]
+                    )));
+                }
+                n
+            }
+        };
+        c.name = name.clone();
+        let rec = Record {
+            id: id.clone(),
+            name,
+            image: img.name.clone(),
+            image_id: img.config.to_string(),
+            created: now_nanos(),
+            phase: Phase::Creating,
+            args,
+            stop_signal: if c.stop_signal.is_empty() {
+                image_cfg.stop_signal.clone().unwrap_or_default()
+            } else {
+                c.stop_signal.clone()
+            },
+            log_path: self
+                .cfg
+                .log_dir
+                .join(format!("{id}.log"))
+                .display()
+                .to_string(),
+            config: c,
+            ..Default::default()
+        };
+        // The record first: a crash from here on leaves a `creating` record that the next
+        // start removes along with whatever part of the snapshot exists.
+        let entry = self.insert(rec.clone());
+        if let Err(e) = self.update(&entry, |_| {}) {
+            self.entries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+            return Err(e);
+        }
+        let made = async {
+            let bundle = self.bundle_dir(&id);
+            let rootfs = bundle.join("rootfs");
+            std::fs::create_dir_all(&rootfs)
+                .map_err(|e| internal(&format!("create {}", rootfs.display()), e))?;
+            let mount = self
+                .store
+                .rootfs_for(&img.name, &id)
+                .await
+                .map_err(crate::images::status)?;
+            mount
+                .mount(&rootfs)
+                .map_err(|e| internal(&format!("mount {}", rootfs.display()), e))?;
+            // The user and working directory must make sense in this image.
+            spec::build(&spec::Inputs {
+                id: &id,
+                config: &rec.config,
+                image: &image_cfg,
+                rootfs: &rootfs,
+                etc_dir: None,
+                netns: spec::NetNs::New,
+                hostname: "x",
+            })?;
+            Ok::<(), Status>(())
+        }
+        .await;
+        if let Err(e) = made {
+            self.destroy(&entry).await;
+            return Err(e);
+        }
+        let r = self.update(&entry, |r| r.phase = Phase::Created)?;
+        tracing::info!(id = %r.id, name = %r.name, image = %r.image, "container created");
+        Ok(r)
+    }
+
+    /// Removes everything of a container that is not running: rootfs mount, snapshot, bundle,
+    /// log, record.
+    async fn destroy(&self, e: &Entry) {
+        let r = e.get();
+        let _ = self.update(e, |r| r.phase = Phase::Removing);
+        let bundle = self.bundle_dir(&r.id);
+        let rootfs = bundle.join("rootfs");
+        if is_mountpoint(&rootfs) {
+            if let Err(err) = berth_imagestore::unmount(&rootfs) {
+                tracing::warn!(id = %r.id, "unmount {}: {err}", rootfs.display());
+            }
+        }
+        match self.store.remove_rootfs(&r.id).await {
+            Ok(()) => {}
+            Err(err) if err.to_string().contains("not found") => {}
+            Err(err) => tracing::warn!(id = %r.id, "remove snapshot: {err}"),
+        }
+        let _ = std::fs::remove_dir_all(&bundle);
+        let _ = std::fs::remove_dir_all(self.shim_dir(&r.id));
+        let _ = std::fs::remove_file(&r.log_path);
+        let _ = self
+            .store
+            .metadata()
+            .remove_record(Records::Containers, &r.id);
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&r.id);
+    }
+
+    /// Images used by containers (rmi refuses them).
+    pub fn images_in_use(&self) -> Vec<(String, String)> {
+        self.entries()
+            .values()
+            .map(|e| {
+                let r = e.get();
+                (r.image, r.id)
+            })
+            .collect()
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // start
+
+    /// Ports other running containers hold.
+    fn ports_in_use(&self, except: &str) -> Vec<(u32, String)> {
+        self.entries()
+            .values()
+            .map(|e| e.get())
+            .filter(|r| {
+                r.id != except
+                    && matches!(r.phase, Phase::Running | Phase::Paused | Phase::Starting)
+            })
+            .flat_map(|r| r.ports.into_iter().map(|p| (p.host_port, p.protocol)))
+            .collect()
+    }
+
+    /// Sets up the network, writes the bundle and creates the container in a new shim.
+    /// Leaves the container `starting`; [`Manager::finish_start`] starts it.
+    async fn spawn(&self, e: &Entry) -> Result<ShimClient<Channel>, Status> {
+        let r = e.get();
+        if !matches!(r.phase, Phase::Created | Phase::Exited) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is {}: it must be created or exited to start",
+                r.name,
+                state_word(&r)
+            )));
+        }
+        let image_cfg = self.store.config(&r.image).await.map_err(|err| {
+            Status::failed_precondition(format!(
+                "the image {} of container {} is gone: {err}",
+                r.image, r.name
+            ))
+        })?;
+        // Ports: taken by another berth container, or by anything else on the host.
+        let taken = self.ports_in_use(&r.id);
+        let mut ports = Vec::new();
+        for p in &r.config.ports {
+            let mut p = p.clone();
+            if p.host_port == 0 {
+                p.host_port = free_port(&p.protocol).map_err(|err| {
+                    Status::unavailable(format!(
+                        "no free host port for {}: {err}",
+                        p.container_port
+                    ))
+                })? as u32;
+            }
+            if taken
+                .iter()
+                .any(|(hp, proto)| *hp == p.host_port && *proto == p.protocol)
+            {
+                return Err(Status::already_exists(format!(
+                    "Bind for {}:{} failed: port is already allocated",
+                    if p.host_ip.is_empty() {
+                        "0.0.0.0"
+                    } else {
+                        &p.host_ip
+                    },
+                    p.host_port
+                )));
+            }
+            network::check_port_free(&p.host_ip, p.host_port as u16, &p.protocol)
+                .map_err(|err| Status::already_exists(format!("{err:#}")))?;
+            ports.push(p);
+        }
+        self.update(e, |r| {
+            r.phase = Phase::Starting;
+            r.error.clear();
+            r.reason.clear();
+            r.ports = ports.clone();
+        })?;
+        let res = self.spawn_inner(e, &r, &image_cfg, &ports).await;
+        if let Err(err) = &res {
+            self.teardown(e, false).await;
+            let msg = err.message().to_string();
+            let _ = self.update(e, |r| {
+                r.phase = if r.started_at == 0 {
+                    Phase::Created
+                } else {
+                    Phase::Exited
+                };
+                r.error = msg;
+                r.ports.clear();
+            });
+        }
+        res
+    }
+
+    async fn spawn_inner(
+        &self,
+        e: &Entry,
+        r: &Record,
+        image_cfg: &berth_imagestore::RuntimeConfig,
+        ports: &[PortMapping],
+    ) -> Result<ShimClient<Channel>, Status> {
+        let id = &r.id;
+        let bundle = self.bundle_dir(id);
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|err| internal(&format!("create {}", rootfs.display()), err))?;
+        if !is_mountpoint(&rootfs) {
+            // After a reboot /run is empty: mount the snapshot again.
+            let m = self
+                .store
+                .snapshots()
+                .mounts(id)
+                .map_err(|err| internal("container snapshot", err))?;
+            m.mount(&rootfs)
+                .map_err(|err| internal(&format!("mount {}", rootfs.display()), err))?;
+        }
+        let hostname = if !r.config.hostname.is_empty() {
+            r.config.hostname.clone()
+        } else {
+            id[..12].to_string()
+        };
+        let mut netns_path = None;
+        let mut ip = None;
+        match r.config.network.as_str() {
+            "host" => {
+                for f in ["hosts", "resolv.conf"] {
+                    let _ = std::fs::copy(Path::new("/etc").join(f), bundle.join(f));
+                }
+                let host = nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                std::fs::write(bundle.join("hostname"), format!("{host}\n"))
+                    .map_err(|err| internal("write hostname", err))?;
+            }
+            "none" => {
+                network::write_etc_files(&bundle, &hostname, None, &[])
+                    .map_err(|err| internal("write /etc files", format!("{err:#}")))?;
+            }
+            _ => {
+                let ns = self
+                    .net
+                    .create_netns(id)
+                    .await
+                    .map_err(|err| internal("create network namespace", format!("{err:#}")))?;
+                self.update(e, |r| r.netns = ns.display().to_string())?;
+                let mapped: Vec<network::PortMapping> = ports
+                    .iter()
+                    .map(|p| network::PortMapping {
+                        host_ip: p.host_ip.clone(),
+                        host_port: p.host_port as u16,
+                        container_port: p.container_port as u16,
+                        protocol: p.protocol.clone(),
+                    })
+                    .collect();
+                let att = self
+                    .net
+                    .add(id, &ns, "eth0", &mapped)
+                    .await
+                    .map_err(|err| Status::unavailable(format!("network setup: {err:#}")))?;
+                ip = att.ip;
+                self.update(e, |r| {
+                    r.ip = att.ip.map(|i| i.to_string()).unwrap_or_default();
+                })?;
+                network::write_etc_files(&bundle, &hostname, att.ip, &[])
+                    .map_err(|err| internal("write /etc files", format!("{err:#}")))?;
+                netns_path = Some(ns);
+            }
+        }
+        let _ = ip;
+        let netns = match (&netns_path, r.config.network.as_str()) {
+            (Some(p), _) => spec::NetNs::Path(p),
+            (None, "host") => spec::NetNs::Host,
+            _ => spec::NetNs::New,
+        };
+        let spec = spec::build(&spec::Inputs {
+            id,
+            config: &r.config,
+            image: image_cfg,
+            rootfs: &rootfs,
+            etc_dir: Some(&bundle),
+            netns,
+            hostname: &hostname,
+        })?;
+        let cfg_path = bundle.join("config.json");
+        let tmp = bundle.join(".config.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&spec).expect("json"))
+            .and_then(|_| std::fs::rename(&tmp, &cfg_path))
+            .map_err(|err| internal(&format!("write {}", cfg_path.display()), err))?;
+
+        let shim_dir = self.shim_dir(id);
+        let _ = std::fs::remove_dir_all(&shim_dir);
+        let mut cmd = tokio::process::Command::new(&self.cfg.shim);
+        cmd.arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--dir")
+            .arg(&shim_dir)
+            .arg("--runtime-root")
+            .arg(self.runtime_root())
+            .arg("--log")
+            .arg(&r.log_path);
+        if let Some(rt) = &self.cfg.runtime {
+            cmd.arg("--runtime").arg(rt);
+        }
+        if r.config.stdin {
+            cmd.arg("--stdin");
+        }
+        if r.config.tty {
+            cmd.arg("--tty");
+        }
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let out = cmd
+            .output()
+            .await
+            .map_err(|err| internal(&format!("run {}", self.cfg.shim.display()), err))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr);
+            let msg = msg
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("the shim failed")
+                .trim()
+                .trim_start_matches("berth-shim: ");
+            let msg = msg.to_string();
+            return Err(
+                if msg.contains("not found") || msg.contains("No such file") {
+                    Status::failed_precondition(msg)
+                } else {
+                    Status::internal(msg)
+                },
+            );
+        }
+        berth_shim::connect(&shim_dir)
+            .await
+            .map_err(|err| internal("connect to the shim", err))
+    }
+
+    /// Starts a container the shim has created, and watches it.
+    async fn finish_start(
+        self: &Arc<Self>,
+        e: &Arc<Entry>,
+        shim: &mut ShimClient<Channel>,
+    ) -> Result<Record, Status> {
+        let res = shim.start(berth_shim::api::Empty {}).await;
+        let st = match res {
+            Ok(st) => st.into_inner(),
+            Err(err) => {
+                let _ = shim
+                    .delete(berth_shim::api::DeleteRequest {
+                        exec_id: String::new(),
+                        force: true,
+                    })
+                    .await;
+                let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+                self.teardown(e, false).await;
+                let msg = err.message().to_string();
+                let _ = self.update(e, |r| {
+                    r.phase = if r.started_at == 0 {
+                        Phase::Created
+                    } else {
+                        Phase::Exited
+                    };
+                    r.error = msg.clone();
+                    r.ports.clear();
+                });
+                return Err(Status::failed_precondition(msg));
+            }
+        };
+        let r = self.update(e, |r| {
+            r.phase = Phase::Running;
+            r.pid = st.pid as i32;
+            r.started_at = now_nanos();
+            r.restarting = false;
+        })?;
+        tracing::info!(id = %r.id, name = %r.name, pid = r.pid, "container started");
+        self.clone().monitor(e.clone(), shim.clone());
+        Ok(r)
+    }
+
+    pub async fn start(self: &Arc<Self>, key: &str) -> Result<Record, Status> {
+        let e = self.find(key)?;
+        let _op = e.op.lock().await;
+        if e.get().phase == Phase::Running {
+            return Ok(e.get());
+        }
+        self.update(&e, |r| r.manually_stopped = false)?;
+        let mut shim = self.spawn(&e).await?;
+        self.finish_start(&e, &mut shim).await
+    }
+
+    /// Starts with an attach stream opened between create and start (nothing is missed).
+    pub async fn start_attached(
+        self: &Arc<Self>,
+        key: &str,
+        stdin: tokio::sync::mpsc::Receiver<berth_shim::api::AttachIn>,
+    ) -> Result<(Record, tonic::Streaming<berth_shim::api::AttachOut>), Status> {
+        let e = self.find(key)?;
+        let _op = e.op.lock().await;
+        self.update(&e, |r| r.manually_stopped = false)?;
+        let mut shim = self.spawn(&e).await?;
+        let mut out = match attach_shim(&mut shim, stdin).await {
+            Ok(o) => o,
+            Err(err) => {
+                let _ = shim
+                    .delete(berth_shim::api::DeleteRequest {
+                        exec_id: String::new(),
+                        force: true,
+                    })
+                    .await;
+                let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+                self.teardown(&e, false).await;
+                let _ = self.update(&e, |r| {
+                    r.phase = Phase::Created;
+                    r.ports.clear();
+                });
+                return Err(err);
+            }
+        };
+        let _ = &mut out;
+        let r = self.finish_start(&e, &mut shim).await?;
+        Ok((r, out))
+    }
+
+    /// Attaches to a running container.
+    pub async fn attach(
+        &self,
+        key: &str,
+        stdin: tokio::sync::mpsc::Receiver<berth_shim::api::AttachIn>,
+    ) -> Result<(Record, tonic::Streaming<berth_shim::api::AttachOut>), Status> {
+        let e = self.find(key)?;
+        let r = e.get();
+        if !matches!(r.phase, Phase::Running | Phase::Paused) {
+            return Err(Status::failed_precondition(format!(
+                "You cannot attach to a stopped container {}: start it first",
+                r.name
+            )));
+        }
+        let mut shim = self.shim(&r.id).await?;
+        let out = attach_shim(&mut shim, stdin).await?;
+        Ok((r, out))
+    }
+
+    /// Marks an attach stream live until the guard drops (exit handling waits for them).
+    pub fn attach_guard(&self, key: &str) -> Option<AttachGuard> {
+        let e = self.find(key).ok()?;
+        e.attaches.send_modify(|n| *n += 1);
+        Some(AttachGuard(e))
+    }
+
+    async fn shim(&self, id: &str) -> Result<ShimClient<Channel>, Status> {
+        berth_shim::connect(&self.shim_dir(id))
+            .await
+            .map_err(|err| Status::unavailable(format!("the shim of {id} is not answering: {err}")))
+    }
+
+    /// Waits for the container's exit through its shim, then handles it.
+    fn monitor(self: Arc<Self>, e: Arc<Entry>, mut shim: ShimClient<Channel>) {
+        tokio::spawn(async move {
+            let id = e.get().id;
+            let res = shim
+                .wait(berth_shim::api::ProcessRef {
+                    exec_id: String::new(),
+                })
+                .await;
+            let exit = match res {
+                Ok(x) => Some(x.into_inner()),
+                Err(err) => {
+                    tracing::warn!(%id, "lost the shim: {}", err.message());
+                    None
+                }
+            };
+            self.handle_exit(&e, exit).await;
+        });
+    }
+
+    /// The container exited (or its shim died): record it, tear down the shim and the network,
+    /// then apply --rm or the restart policy.
+    async fn handle_exit(
+        self: &Arc<Self>,
+        e: &Arc<Entry>,
+        exit: Option<berth_shim::api::ExitStatus>,
+    ) {
+        let _op = e.op.lock().await;
+        let r = e.get();
+        if !matches!(r.phase, Phase::Running | Phase::Paused | Phase::Starting) {
+            return;
+        }
+        // Let attached clients drain the last output first.
+        let mut att = e.attaches.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), att.wait_for(|n| *n == 0)).await;
+        let shim_dir = self.shim_dir(&r.id);
+        let (code, reason, at) = match &exit {
+            Some(x) => (x.exit_code, x.reason.clone(), x.exited_at_unix_nano),
+            None => match berth_shim::ExitRecord::read(&shim_dir) {
+                // The shim wrote the exit before it went.
+                Some(x) => (x.exit_code, x.reason, x.exited_at_unix_nano),
+                None => (137, "shim died".to_string(), now_nanos()),
+            },
+        };
+        self.teardown(e, true).await;
+        let r = match self.update(e, |r| {
+            r.phase = Phase::Exited;
+            r.exit_code = code;
+            r.reason = reason.clone();
+            r.finished_at = if at > 0 { at } else { now_nanos() };
+            r.pid = 0;
+            r.ports.clear();
+            r.ip.clear();
+            r.netns.clear();
+        }) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::error!(id = %r.id, "record the exit: {err}");
+                return;
+            }
+        };
+        tracing::info!(id = %r.id, name = %r.name, exit_code = code, reason = %reason, "container exited");
+        e.exits.send_modify(|(n, c)| {
+            *n += 1;
+            *c = code;
+        });
+        if r.config.auto_remove {
+            drop(_op);
+            self.destroy(e).await;
+            return;
+        }
+        if self.should_restart(&r, false) {
+            let _ = self.update(e, |r| r.restarting = true);
+            let delay = backoff(r.restart_count, r.finished_at - r.started_at);
+            self.schedule_restart(e, delay);
+        }
+    }
+
+    fn should_restart(&self, r: &Record, daemon_start: bool) -> bool {
+        let Some(p) = &r.config.restart else {
+            return false;
+        };
+        match p.name.as_str() {
+            "always" => daemon_start || !r.manually_stopped,
+            "unless-stopped" => !r.manually_stopped,
+            "on-failure" => {
+                !r.manually_stopped
+                    && r.exit_code != 0
+                    && (p.max_retries == 0 || r.restart_count < p.max_retries)
+            }
+            _ => false,
+        }
+    }
+
+    /// Restarts by policy after `delay`, retrying with back-off while starting fails.
+    fn schedule_restart(self: &Arc<Self>, e: &Arc<Entry>, delay: Duration) {
+        let me = self.clone();
+        let e = e.clone();
+        tokio::spawn(async move {
+            let mut delay = delay;
+            loop {
+                tokio::time::sleep(delay).await;
+                match me.restart_by_policy(&e).await {
+                    Some(d) => delay = d,
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// One restart attempt; Some(delay) to try again.
+    async fn restart_by_policy(self: &Arc<Self>, e: &Arc<Entry>) -> Option<Duration> {
+        let _op = e.op.lock().await;
+        let r = e.get();
+        if r.phase != Phase::Exited || !r.restarting || r.manually_stopped {
+            let _ = self.update(e, |r| r.restarting = false);
+            return None;
+        }
+        let _ = self.update(e, |r| r.restart_count += 1);
+        let res = match self.spawn(e).await {
+            Ok(mut shim) => self.finish_start(e, &mut shim).await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        let Err(err) = res else {
+            return None;
+        };
+        tracing::warn!(id = %r.id, "restart failed: {}", err.message());
+        let r = self.update(e, |r| r.restarting = false).ok()?;
+        if self.should_restart(&r, false) {
+            let _ = self.update(e, |r| r.restarting = true);
+            return Some(backoff(r.restart_count, 0));
+        }
+        None
+    }
+
+    /// Removes the shim, the runtime's state and the network of a container that has exited
+    /// (or never got going). Idempotent.
+    async fn teardown(&self, e: &Entry, _exited: bool) {
+        let r = e.get();
+        let shim_dir = self.shim_dir(&r.id);
+        let mut shim_gone = true;
+        if shim_dir.join(berth_shim::SOCKET).exists() {
+            if let Ok(mut shim) = berth_shim::connect(&shim_dir).await {
+                let _ = shim
+                    .delete(berth_shim::api::DeleteRequest {
+                        exec_id: String::new(),
+                        force: true,
+                    })
+                    .await;
+                let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+            } else {
+                shim_gone = false;
+            }
+        }
+        if !shim_gone {
+            // The shim is not answering: end it (by the pid it wrote; it is ours).
+            if let Ok(pid) = std::fs::read_to_string(shim_dir.join(berth_shim::PID_FILE)) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    if is_our_shim(pid, &r.id) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+        // Whatever the shim did not get to: the runtime's state, the cgroup, the processes.
+        let root = self.runtime_root();
+        let id = r.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if root.join(&id).exists() {
+                if let Err(err) = berth_runtime::container::delete::delete(&root, &id, true) {
+                    tracing::warn!(%id, "runtime delete: {err}");
+                }
+            }
+        })
+        .await;
+        let _ = std::fs::remove_dir_all(&shim_dir);
+        if r.config.network == "bridge" || r.config.network.is_empty() {
+            let ns = (!r.netns.is_empty()).then(|| PathBuf::from(&r.netns));
+            if let Err(err) = self.net.del(&r.id, ns.as_deref()).await {
+                tracing::warn!(id = %r.id, "network teardown: {err:#}");
+            }
+            if let Err(err) = self.net.remove_netns(&r.id) {
+                tracing::warn!(id = %r.id, "remove network namespace: {err:#}");
+            }
+            if !self.entries().values().any(|o| {
+                o.get().id != r.id
+                    && matches!(
+                        o.get().phase,
+                        Phase::Running | Phase::Paused | Phase::Starting
+                    )
+            }) {
+                if let Err(err) = self.net.remove_bridge_if_unused() {
+                    tracing::warn!("remove bridge: {err:#}");
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // stop, kill, wait, remove
+
+    /// docker stop: the stop signal, `timeout` seconds, then SIGKILL.
+    pub async fn stop(
+        &self,
+        key: &str,
+        timeout: Option<i32>,
+        signal: &str,
+    ) -> Result<Record, Status> {
+        let e = self.find(key)?;
+        let r = self.update(&e, |r| {
+            r.manually_stopped = true;
+            r.restarting = false;
+        })?;
+        if !matches!(r.phase, Phase::Running | Phase::Paused) {
+            return Ok(r);
+        }
+        let sig = if !signal.is_empty() {
+            parse_signal(signal)?
+        } else if !r.stop_signal.is_empty() {
+            parse_signal(&r.stop_signal)?
+        } else {
+            libc::SIGTERM
+        };
+        let timeout = timeout
+            .or((r.config.stop_timeout >= 0 && r.config.stop_timeout != 0)
+                .then_some(r.config.stop_timeout))
+            .unwrap_or(10);
+        let mut exits = e.exits.subscribe();
+        let seen = exits.borrow().0;
+        let mut shim = self.shim(&r.id).await?;
+        if r.phase == Phase::Paused {
+            let _ = shim.resume(berth_shim::api::Empty {}).await;
+        }
+        let _ = shim
+            .kill(berth_shim::api::KillRequest {
+                exec_id: String::new(),
+                signal: sig,
+                all: false,
+            })
+            .await;
+        let waited = tokio::time::timeout(
+            Duration::from_secs(timeout.max(0) as u64),
+            exits.wait_for(|(n, _)| *n != seen),
+        )
+        .await
+        .map(|r| r.is_ok());
+        if waited.is_err() {
+            let _ = shim
+                .kill(berth_shim::api::KillRequest {
+                    exec_id: String::new(),
+                    signal: libc::SIGKILL,
+                    all: true,
+                })
+                .await;
+            let mut exits = e.exits.subscribe();
+            if exits.borrow().0 == seen {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    exits.wait_for(|(n, _)| *n != seen),
+                )
+                .await;
+            }
+        }
+        // Exit handling may have removed it (--rm).
+        Ok(self.find(key).map(|e| e.get()).unwrap_or(r))
+    }
+
+    pub async fn kill(&self, key: &str, signal: &str) -> Result<(), Status> {
+        let e = self.find(key)?;
+        let r = e.get();
+        if !matches!(r.phase, Phase::Running | Phase::Paused) {
+            return Err(Status::failed_precondition(format!(
+                "cannot kill container {}: it is not running",
+                r.name
+            )));
+        }
+        let sig = if signal.is_empty() {
+            libc::SIGKILL
+        } else {
+            parse_signal(signal)?
+        };
+        if sig == libc::SIGKILL || sig == libc::SIGTERM {
+            self.update(&e, |r| r.manually_stopped = true)?;
+        }
+        let mut shim = self.shim(&r.id).await?;
+        shim.kill(berth_shim::api::KillRequest {
+            exec_id: String::new(),
+            signal: sig,
+            all: false,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// docker wait: the exit code of the next (or last) exit.
+    pub async fn wait(&self, key: &str) -> Result<i32, Status> {
+        let e = self.find(key)?;
+        let mut exits = e.exits.subscribe();
+        let seen = exits.borrow().0;
+        let r = e.get();
+        if !matches!(r.phase, Phase::Running | Phase::Paused | Phase::Starting) && !r.restarting {
+            return Ok(r.exit_code);
+        }
+        let v = exits
+            .wait_for(|(n, _)| *n != seen)
+            .await
+            .map_err(|_| Status::aborted("berthd is shutting down"))?;
+        Ok(v.1)
+    }
+
+    /// The exit of the next exit, subscribed before starting something.
+    pub fn exit_watch(&self, key: &str) -> Result<watch::Receiver<(u64, i32)>, Status> {
+        Ok(self.find(key)?.exits.subscribe())
+    }
+
+    pub async fn remove(self: &Arc<Self>, key: &str, force: bool) -> Result<(), Status> {
+        let e = self.find(key)?;
+        let r = e.get();
+        if matches!(r.phase, Phase::Running | Phase::Paused | Phase::Starting) {
+            if !force {
+                return Err(Status::failed_precondition(format!(
+                    "cannot remove container {}: it is running (stop it first, or use rm -f)",
+                    r.name
+                )));
+            }
+            self.update(&e, |r| {
+                r.manually_stopped = true;
+                r.config.auto_remove = false;
+            })?;
+            let mut exits = e.exits.subscribe();
+            let seen = exits.borrow().0;
+            if let Ok(mut shim) = self.shim(&r.id).await {
+                let _ = shim
+                    .kill(berth_shim::api::KillRequest {
+                        exec_id: String::new(),
+                        signal: libc::SIGKILL,
+                        all: true,
+                    })
+                    .await;
+            }
+            let waited =
+                tokio::time::timeout(Duration::from_secs(30), exits.wait_for(|(n, _)| *n != seen))
+                    .await
+                    .map(|r| r.is_ok());
+            if waited.is_err() {
+                // The exit never came (a wedged shim): tear down by hand.
+                let _op = e.op.lock().await;
+                self.teardown(&e, true).await;
+            }
+        }
+        let _op = e.op.lock().await;
+        self.update(&e, |r| r.restarting = false)?;
+        self.destroy(&e).await;
+        tracing::info!(id = %r.id, name = %r.name, "container removed");
+        Ok(())
+    }
+
+    pub async fn pause(&self, key: &str, pause: bool) -> Result<(), Status> {
+        let e = self.find(key)?;
+        let r = e.get();
+        let want = if pause { Phase::Running } else { Phase::Paused };
+        if r.phase != want {
+            return Err(Status::failed_precondition(format!(
+                "container {} is {}, not {}",
+                r.name,
+                state_word(&r),
+                if pause { "running" } else { "paused" }
+            )));
+        }
+        let mut shim = self.shim(&r.id).await?;
+        if pause {
+            shim.pause(berth_shim::api::Empty {}).await?;
+        } else {
+            shim.resume(berth_shim::api::Empty {}).await?;
+        }
+        self.update(&e, |r| {
+            r.phase = if pause { Phase::Paused } else { Phase::Running }
+        })?;
+        Ok(())
+    }
+
+    pub async fn running_shim(&self, key: &str) -> Result<(Record, ShimClient<Channel>), Status> {
+        let e = self.find(key)?;
+        let r = e.get();
+        if !matches!(r.phase, Phase::Running | Phase::Paused) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                r.name
+            )));
+        }
+        let shim = self.shim(&r.id).await?;
+        Ok((r, shim))
+    }
+
+    pub fn bundle_spec(&self, id: &str) -> Result<serde_json::Value, Status> {
+        let p = self.bundle_dir(id).join("config.json");
+        let b = std::fs::read(&p).map_err(|err| internal(&format!("read {}", p.display()), err))?;
+        serde_json::from_slice(&b).map_err(|err| internal("parse config.json", err))
+    }
+
+    pub fn rootfs(&self, id: &str) -> PathBuf {
+        self.bundle_dir(id).join("rootfs")
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // restart of berthd
+
+    async fn reconcile(self: Arc<Self>, e: Arc<Entry>) {
+        let r = e.get();
+        match r.phase {
+            Phase::Creating | Phase::Removing => {
+                tracing::info!(id = %r.id, phase = ?r.phase, "finishing an interrupted create/remove");
+                self.teardown(&e, false).await;
+                self.destroy(&e).await;
+            }
+            Phase::Created => {}
+            Phase::Starting => {
+                tracing::info!(id = %r.id, "undoing an interrupted start");
+                let _op = e.op.lock().await;
+                self.teardown(&e, false).await;
+                let _ = self.update(&e, |r| {
+                    r.phase = if r.started_at == 0 {
+                        Phase::Created
+                    } else {
+                        Phase::Exited
+                    };
+                    r.error = "berthd stopped during start".into();
+                    r.ports.clear();
+                });
+            }
+            Phase::Running | Phase::Paused => match self.shim(&r.id).await {
+                Ok(mut shim) => match shim
+                    .state(berth_shim::api::StateRequest {
+                        exec_id: String::new(),
+                    })
+                    .await
+                {
+                    Ok(st) => {
+                        let st = st.into_inner();
+                        if st.status == "stopped" {
+                            self.handle_exit(&e, st.exit).await;
+                        } else {
+                            let phase = if st.status == "paused" {
+                                Phase::Paused
+                            } else {
+                                Phase::Running
+                            };
+                            let _ = self.update(&e, |r| {
+                                r.phase = phase;
+                                r.pid = st.pid as i32;
+                            });
+                            tracing::info!(id = %r.id, name = %r.name, "reconnected to the shim");
+                            self.clone().monitor(e.clone(), shim);
+                        }
+                    }
+                    Err(_) => self.handle_exit(&e, None).await,
+                },
+                Err(_) => {
+                    tracing::warn!(id = %r.id, name = %r.name, "the shim is gone");
+                    self.handle_exit(&e, None).await;
+                }
+            },
+            Phase::Exited => {
+                if self.should_restart(&r, true) {
+                    let _ = self.update(&e, |r| r.restarting = true);
+                    self.schedule_restart(&e, Duration::ZERO);
+                }
+            }
+        }
+    }
+}
+
+/// Keeps an attach counted while output is pumped.
+pub struct AttachGuard(Arc<Entry>);
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        self.0.attaches.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// docker's back-off: 100 ms doubling per restart, at most a minute; a container that ran for
+/// 10 s or more starts again at once.
+fn backoff(restarts: u32, ran_nanos: i64) -> Duration {
+    if ran_nanos >= 10_000_000_000 {
+        return Duration::from_millis(100);
+    }
+    Duration::from_millis((100u64 << restarts.min(10)).min(60_000))
+}
+
+/// Opens the shim's Attach stream and waits until it says it is attached.
+pub async fn attach_shim(
+    shim: &mut ShimClient<Channel>,
+    stdin: tokio::sync::mpsc::Receiver<berth_shim::api::AttachIn>,
+) -> Result<tonic::Streaming<berth_shim::api::AttachOut>, Status> {
+    let mut out = shim
+        .attach(tokio_stream::wrappers::ReceiverStream::new(stdin))
+        .await?
+        .into_inner();
+    match out.message().await? {
+        Some(m) if m.attached => Ok(out),
+        _ => Err(Status::internal("the shim did not attach")),
+    }
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = p.display().to_string();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|m| m == want)
+}
+
+/// Whether `pid` is the berth-shim of `id` (checked before ending it: we end only our own).
+fn is_our_shim(pid: i32, id: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+            args.first().is_some_and(|a| a.ends_with(b"berth-shim"))
+                && args.iter().any(|a| *a == id.as_bytes())
+        })
+        .unwrap_or(false)
+}
+
+/// A free host port, as docker picks one for `-p 80`.
+fn free_port(protocol: &str) -> std::io::Result<u16> {
+    if protocol == "udp" {
+        Ok(std::net::UdpSocket::bind("0.0.0.0:0")?.local_addr()?.port())
+    } else {
+        Ok(std::net::TcpListener::bind("0.0.0.0:0")?
+            .local_addr()?
+            .port())
+    }
+}
