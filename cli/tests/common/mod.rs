@@ -2,7 +2,6 @@
 //! store, state, logs and network under a temp dir), and the berth CLI pointed at it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
