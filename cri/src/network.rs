@@ -1,1 +1,1575 @@
-//! Container networks through CNI plugins (being written).
+//! Container networks through CNI plugins.
+//!
+//! berthd calls the CNI plugins itself (no CNI library): each plugin of a network's conflist is
+//! executed with `CNI_COMMAND`, `CNI_CONTAINERID`, `CNI_NETNS`, `CNI_IFNAME`, `CNI_ARGS` and
+//! `CNI_PATH` in its environment and its own config on stdin (the plugin's object plus the
+//! network's `name` and `cniVersion`, `prevResult`, and `runtimeConfig.portMappings` for plugins
+//! that declare the `portMappings` capability). ADD runs the plugins in order, each one getting
+//! the previous one's result; DEL runs them in reverse with the cached result of the ADD.
+//!
+//! Files under the network's `state_dir`:
+//!
+//! | path | what |
+//! | --- | --- |
+//! | `netns/<id>` | the container's network namespace, pinned by a bind mount; `netns/` is a bind mount of itself with shared propagation (as `ip netns` does with `/run/netns`) |
+//! | `cache/<network>/<id>.json` | the config, ifname, netns, port mappings and result of each ADD (temp file + rename); written before the plugins run, so a DEL after a crash or a restart uses the same config and ports |
+//! | `ipam/<network>/` | host-local's allocations for [`Network::bridge`] networks |
+//!
+//! What the plugins change on the host: the bridge plugin with `isGateway` sets
+//! `net.ipv4.ip_forward=1` (containers reaching beyond the host need it; published ports on
+//! 127.0.0.1 and container-to-container traffic do not), and portmap with `snat` sets
+//! `net.ipv4.conf.<bridge>.route_localnet=1` so that 127.0.0.1:<hostPort> is reachable. berth
+//! itself changes no sysctl.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha512};
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// The name of berth's default network.
+pub const DEFAULT_NETWORK: &str = "berth";
+/// The bridge of berth's default network.
+pub const DEFAULT_BRIDGE: &str = "berth0";
+/// The subnet of berth's default network (podman's default is 10.88.0.0/16).
+pub const DEFAULT_SUBNET: &str = "10.89.0.0/16";
+/// Where CNI plugins are looked for unless told otherwise (Debian's package, then upstream's).
+pub const DEFAULT_PLUGIN_DIRS: &[&str] = &["/usr/lib/cni", "/opt/cni/bin"];
+/// The CNI version of the networks [`Network::bridge`] builds.
+pub const CNI_VERSION: &str = "1.0.0";
+
+/// How long one plugin may run before it is killed.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Deletes a bridge that is down (linux/sockios.h).
+const SIOCBRDELBR: libc::c_ulong = 0x89a1;
+
+/// A published port: `host_ip:host_port` on the host to `container_port` in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    /// "" = every address of the host.
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// "tcp" or "udp".
+    pub protocol: String,
+}
+
+impl PortMapping {
+    /// Parses docker's `-p` syntax: `[hostIP:]hostPort:containerPort[/tcp|/udp]`
+    /// (an IPv6 host address in brackets).
+    pub fn parse(spec: &str) -> Result<PortMapping> {
+        let bad = |why: &str| anyhow!("invalid port mapping {spec:?}: {why}");
+        let (rest, protocol) = match spec.rsplit_once('/') {
+            Some((r, p)) => (r, p.to_ascii_lowercase()),
+            None => (spec, "tcp".to_string()),
+        };
+        if protocol != "tcp" && protocol != "udp" {
+            return Err(bad("the protocol must be tcp or udp"));
+        }
+        let (host, container) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| bad("expected hostPort:containerPort"))?;
+        let (host_ip, host_port) = match host.rsplit_once(':') {
+            Some((ip, port)) => {
+                let ip = ip.trim_start_matches('[').trim_end_matches(']');
+                ip.parse::<IpAddr>()
+                    .map_err(|_| bad("the host address is not an IP address"))?;
+                (ip.to_string(), port)
+            }
+            None => (String::new(), host),
+        };
+        let port = |s: &str, what: &str| -> Result<u16> {
+            match s.parse::<u16>() {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(bad(&format!("{what} must be a number from 1 to 65535"))),
+            }
+        };
+        Ok(PortMapping {
+            host_ip,
+            host_port: port(host_port, "the host port")?,
+            container_port: port(container, "the container port")?,
+            protocol,
+        })
+    }
+
+    fn host_ip_or_any(&self) -> &str {
+        if self.host_ip.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host_ip
+        }
+    }
+
+    fn overlaps(&self, other: &PortMapping) -> bool {
+        let any = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
+        self.host_port == other.host_port
+            && self.protocol == other.protocol
+            && (any(&self.host_ip) || any(&other.host_ip) || self.host_ip == other.host_ip)
+    }
+
+    /// The object portmap expects in `runtimeConfig.portMappings`.
+    fn to_cni(&self) -> Value {
+        let mut m = json!({
+            "hostPort": self.host_port,
+            "containerPort": self.container_port,
+            "protocol": self.protocol,
+        });
+        if !self.host_ip.is_empty() {
+            m["hostIP"] = json!(self.host_ip);
+        }
+        m
+    }
+}
+
+/// What ADD gave the container on one network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The container's address (the first IPv4 one if there are several).
+    pub ip: Option<IpAddr>,
+    pub prefix: u8,
+    pub gateway: Option<IpAddr>,
+    pub mac: Option<String>,
+    /// The interface in the container (CNI_IFNAME).
+    pub interface: String,
+    /// The host end of the container's veth, when the result names one.
+    pub host_interface: Option<String>,
+    /// The CNI result of the last plugin, as it printed it.
+    pub result: Value,
+}
+
+/// How to build berth's own bridge network ([`Network::bridge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkOptions {
+    /// The CNI network name (also names the cache and host-local directories).
+    pub name: String,
+    /// The bridge link, at most 15 characters.
+    pub bridge: String,
+    /// e.g. 10.89.0.0/16; the gateway is its first address.
+    pub subnet: String,
+    /// Where the plugins are looked for, in order.
+    pub plugin_dirs: Vec<PathBuf>,
+    /// netns pins, the CNI cache and host-local data.
+    pub state_dir: PathBuf,
+}
+
+impl NetworkOptions {
+    /// berth's default network (`berth`, `berth0`, 10.89.0.0/16) with its state in `state_dir`.
+    pub fn new(state_dir: impl Into<PathBuf>) -> NetworkOptions {
+        NetworkOptions {
+            name: DEFAULT_NETWORK.into(),
+            bridge: DEFAULT_BRIDGE.into(),
+            subnet: DEFAULT_SUBNET.into(),
+            plugin_dirs: default_plugin_dirs(),
+            state_dir: state_dir.into(),
+        }
+    }
+}
+
+/// [`DEFAULT_PLUGIN_DIRS`] as paths.
+pub fn default_plugin_dirs() -> Vec<PathBuf> {
+    DEFAULT_PLUGIN_DIRS.iter().map(PathBuf::from).collect()
+}
+
+/// `--network` of `berth run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkMode {
+    /// A new netns attached to berth's bridge network (the default).
+    Bridge,
+    /// The host's network namespace.
+    Host,
+    /// A new netns with only lo.
+    None,
+}
+
+impl std::str::FromStr for NetworkMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<NetworkMode> {
+        match s {
+            "" | "bridge" | "default" => Ok(NetworkMode::Bridge),
+            "host" => Ok(NetworkMode::Host),
+            "none" => Ok(NetworkMode::None),
+            _ => bail!("network {s:?} not found (bridge, host or none)"),
+        }
+    }
+}
+
+/// One CNI network (a conflist) and the state berth keeps for it.
+pub struct Network {
+    name: String,
+    cni_version: String,
+    /// The whole conflist: name, cniVersion, plugins (and whatever else it had).
+    config: Value,
+    plugin_dirs: Vec<PathBuf>,
+    state_dir: PathBuf,
+    /// The bridge berth created and may delete (only for [`Network::bridge`]).
+    owned_bridge: Option<String>,
+    /// One ADD/DEL at a time per container.
+    id_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Port allocation check + cache write of an ADD; bridge removal vs. ADDs in flight.
+    alloc: Mutex<()>,
+    adds_in_flight: AtomicUsize,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("name", &self.name)
+            .field("cni_version", &self.cni_version)
+            .field("state_dir", &self.state_dir)
+            .field("owned_bridge", &self.owned_bridge)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is cached per ADD at `<state_dir>/cache/<network>/<id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CacheEntry {
+    kind: String,
+    network: String,
+    container_id: String,
+    if_name: String,
+    #[serde(default)]
+    netns: String,
+    #[serde(default)]
+    port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    cni_args: Vec<(String, String)>,
+    /// The conflist the ADD ran with.
+    config: Value,
+    /// None until the ADD completed.
+    #[serde(default)]
+    result: Option<Value>,
+}
+
+const CACHE_KIND: &str = "berth-cni-attachment/v1";
+
+impl Network {
+    /// berth's bridge network: the bridge plugin (isGateway, ipMasq, hairpinMode, host-local
+    /// IPAM with its data under `state_dir/ipam`), portmap (portMappings, snat) and, when the
+    /// host's FORWARD chain does not accept by default (e.g. docker is installed), firewall.
+    pub fn bridge(opts: NetworkOptions) -> Network {
+        let v6 = opts.subnet.contains(':');
+        let default_route = if v6 { "::/0" } else { "0.0.0.0/0" };
+        let mut plugins = vec![
+            json!({
+                "type": "bridge",
+                "bridge": opts.bridge,
+                "isGateway": true,
+                "ipMasq": true,
+                "hairpinMode": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": opts.subnet }]],
+                    "routes": [{ "dst": default_route }],
+                    "dataDir": opts.state_dir.join("ipam"),
+                },
+            }),
+            json!({
+                "type": "portmap",
+                "capabilities": { "portMappings": true },
+                "snat": true,
+            }),
+        ];
+        if !forward_policy_accepts(v6) {
+            plugins.push(json!({ "type": "firewall" }));
+        }
+        let config = json!({
+            "cniVersion": CNI_VERSION,
+            "name": opts.name,
+            "plugins": plugins,
+        });
+        Network::new(
+            opts.name,
+            CNI_VERSION.into(),
+            config,
+            opts.plugin_dirs,
+            opts.state_dir,
+            Some(opts.bridge),
+        )
+    }
+
+    fn new(
+        name: String,
+        cni_version: String,
+        config: Value,
+        plugin_dirs: Vec<PathBuf>,
+        state_dir: PathBuf,
+        owned_bridge: Option<String>,
+    ) -> Network {
+        Network {
+            name,
+            cni_version,
+            config,
+            plugin_dirs,
+            state_dir,
+            owned_bridge,
+            id_locks: Mutex::new(HashMap::new()),
+            alloc: Mutex::new(()),
+            adds_in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Loads a `.conflist`, or a `.conf`/`.json` holding one plugin, as the CRI does.
+    pub fn from_conflist(
+        path: &Path,
+        plugin_dirs: &[PathBuf],
+        state_dir: &Path,
+    ) -> Result<Network> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read CNI config {}", path.display()))?;
+        Network::from_json(&text, plugin_dirs, state_dir)
+            .map_err(|e| anyhow!("CNI config {}: {e:#}", path.display()))
+    }
+
+    /// [`Network::from_conflist`] from the file's text.
+    pub fn from_json(text: &str, plugin_dirs: &[PathBuf], state_dir: &Path) -> Result<Network> {
+        let v: Value = serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?;
+        let Value::Object(mut obj) = v else {
+            bail!("not a JSON object");
+        };
+        let name = match obj.get("name") {
+            Some(Value::String(n)) => n.clone(),
+            _ => bail!("missing \"name\""),
+        };
+        if !valid_name(&name) {
+            bail!("invalid network name {name:?} (letters, digits, '_', '.', '-')");
+        }
+        let cni_version = match obj.get("cniVersion") {
+            Some(Value::String(v)) if !v.is_empty() => v.clone(),
+            _ => bail!("missing \"cniVersion\""),
+        };
+        let config = if obj.contains_key("plugins") {
+            let Some(Value::Array(plugins)) = obj.get("plugins") else {
+                bail!("\"plugins\" is not a list");
+            };
+            if plugins.is_empty() {
+                bail!("no plugins");
+            }
+            for (i, p) in plugins.iter().enumerate() {
+                plugin_type(p).with_context(|| format!("plugin {i}"))?;
+            }
+            Value::Object(obj)
+        } else {
+            plugin_type(&Value::Object(obj.clone()))?;
+            let plugin = obj.clone();
+            obj.retain(|k, _| k == "name" || k == "cniVersion" || k == "disableCheck");
+            obj.insert("plugins".into(), Value::Array(vec![Value::Object(plugin)]));
+            Value::Object(obj)
+        };
+        Ok(Network::new(
+            name,
+            cni_version,
+            config,
+            plugin_dirs.to_vec(),
+            state_dir.to_path_buf(),
+            None,
+        ))
+    }
+
+    /// The lexically first `.conflist`/`.conf`/`.json` in `dir` that loads (others are skipped
+    /// with a warning), as kubelet runtimes pick their network. None: no usable file.
+    pub fn first_in_dir(
+        dir: &Path,
+        plugin_dirs: &[PathBuf],
+        state_dir: &Path,
+    ) -> Result<Option<Network>> {
+        let rd = match std::fs::read_dir(dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => bail!("read CNI config directory {}: {e}", dir.display()),
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("conflist" | "conf" | "json")
+                ) && p.is_file()
+            })
+            .collect();
+        files.sort();
+        for f in files {
+            match Network::from_conflist(&f, plugin_dirs, state_dir) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) => tracing::warn!("skipping {e:#}"),
+            }
+        }
+        Ok(None)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn cni_version(&self) -> &str {
+        &self.cni_version
+    }
+
+    /// The conflist (name, cniVersion, plugins).
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Where [`Network::create_netns`] pins the namespace of `id`.
+    pub fn netns_path(&self, id: &str) -> PathBuf {
+        self.state_dir.join("netns").join(id)
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.state_dir.join("cache").join(&self.name)
+    }
+
+    fn cache_path(&self, id: &str) -> PathBuf {
+        self.cache_dir().join(format!("{id}.json"))
+    }
+
+    /// A new network namespace with lo up, pinned at `<state_dir>/netns/<id>`. If it is already
+    /// pinned there, returns it as it is.
+    pub async fn create_netns(&self, id: &str) -> Result<PathBuf> {
+        validate_id(id)?;
+        let dir = self.state_dir.join("netns");
+        let path = dir.join(id);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let p = path.clone();
+        // unshare(CLONE_NEWNET) changes the namespace of the calling thread for good, so do it on
+        // a thread of our own that ends right after, never on a runtime worker.
+        std::thread::Builder::new()
+            .name("berth-netns".into())
+            .spawn(move || {
+                let _ = tx.send(create_netns_blocking(&dir, &p));
+            })
+            .map_err(|e| anyhow!("create network namespace for {id}: spawn a thread: {e}"))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(path),
+            Ok(Err(e)) => Err(anyhow!("create network namespace for {id}: {e:#}")),
+            Err(_) => bail!("create network namespace for {id}: the thread died"),
+        }
+    }
+
+    /// Unmounts and removes the pin of `id`'s namespace (the namespace goes when nothing else
+    /// holds it). Nothing there is fine.
+    pub fn remove_netns(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let path = self.netns_path(id);
+        // A pin may have been mounted twice by a racing create; take all of them off.
+        for _ in 0..16 {
+            match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) => continue,
+                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+                Err(e) => bail!("remove network namespace {}: unmount: {e}", path.display()),
+            }
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => bail!("remove network namespace {}: {e}", path.display()),
+        }
+    }
+
+    /// Attaches `id`'s namespace `netns` to the network as `ifname` and publishes `ports`.
+    pub async fn add(
+        &self,
+        id: &str,
+        netns: &Path,
+        ifname: &str,
+        ports: &[PortMapping],
+    ) -> Result<Attachment> {
+        self.add_with_args(id, netns, ifname, ports, &[]).await
+    }
+
+    /// [`Network::add`] with `CNI_ARGS` (e.g. K8S_POD_NAMESPACE, K8S_POD_NAME for the CRI).
+    pub async fn add_with_args(
+        &self,
+        id: &str,
+        netns: &Path,
+        ifname: &str,
+        ports: &[PortMapping],
+        cni_args: &[(String, String)],
+    ) -> Result<Attachment> {
+        validate_id(id)?;
+        validate_ifname(ifname)?;
+        for p in ports {
+            if p.protocol != "tcp" && p.protocol != "udp" && p.protocol != "sctp" {
+                bail!("port {}/{}: unknown protocol", p.host_port, p.protocol);
+            }
+        }
+        let _in_flight = self.begin_add();
+        let lock = self.id_lock(id);
+        let _g = lock.lock().await;
+        let r = self.add_locked(id, netns, ifname, ports, cni_args).await;
+        self.release_id_lock(id, &lock);
+        r
+    }
+
+    async fn add_locked(
+        &self,
+        id: &str,
+        netns: &Path,
+        ifname: &str,
+        ports: &[PortMapping],
+        cni_args: &[(String, String)],
+    ) -> Result<Attachment> {
+        match self.read_cache(id) {
+            Ok(Some(c)) if c.result.is_some() => bail!(
+                "container {id} is already attached to network {} (detach it first)",
+                self.name
+            ),
+            Ok(Some(c)) => {
+                // An ADD that never finished (berthd died during it): undo it first.
+                self.run_del(&c, Some(Path::new(&c.netns)))
+                    .await
+                    .map_err(|e| anyhow!("clean up an interrupted attach of {id}: {e:#}"))?;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(id, "ignoring an unreadable CNI cache entry: {e:#}"),
+        }
+        let mut entry = CacheEntry {
+            kind: CACHE_KIND.into(),
+            network: self.name.clone(),
+            container_id: id.into(),
+            if_name: ifname.into(),
+            netns: netns.display().to_string(),
+            port_mappings: ports.to_vec(),
+            cni_args: cni_args.to_vec(),
+            config: self.config.clone(),
+            result: None,
+        };
+        {
+            let _a = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+            self.check_allocations(id, ports)?;
+            self.write_cache(&entry)?;
+        }
+        match self.run_add(&entry).await {
+            Ok(result) => {
+                let att = attachment(&result, ifname, &self.bridge_names());
+                entry.result = Some(result);
+                if let Err(e) = self.write_cache(&entry) {
+                    let _ = self.run_del(&entry, Some(netns)).await;
+                    let _ = std::fs::remove_file(self.cache_path(id));
+                    return Err(e);
+                }
+                Ok(att)
+            }
+            Err(e) => {
+                // Undo whatever the plugins that ran did (CNI: DEL after a failed ADD).
+                match self.run_del(&entry, Some(netns)).await {
+                    Ok(()) => {
+                        let _ = std::fs::remove_file(self.cache_path(id));
+                    }
+                    Err(de) => tracing::warn!(id, "cleanup after a failed attach: {de:#}"),
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Detaches `id` from the network: the plugins' DEL in reverse order with the config and
+    /// result cached by its ADD. Succeeds when there is nothing to undo: never attached,
+    /// already detached, or its namespace already gone (`netns` None: the cached one).
+    pub async fn del(&self, id: &str, netns: Option<&Path>) -> Result<()> {
+        validate_id(id)?;
+        let lock = self.id_lock(id);
+        let _g = lock.lock().await;
+        let r = self.del_locked(id, netns).await;
+        self.release_id_lock(id, &lock);
+        r
+    }
+
+    async fn del_locked(&self, id: &str, netns: Option<&Path>) -> Result<()> {
+        let entry = match self.read_cache(id) {
+            Ok(Some(c)) => c,
+            Ok(None) => self.fresh_entry(id),
+            Err(e) => {
+                tracing::warn!(id, "ignoring an unreadable CNI cache entry: {e:#}");
+                self.fresh_entry(id)
+            }
+        };
+        let netns = netns
+            .map(Path::to_path_buf)
+            .or_else(|| (!entry.netns.is_empty()).then(|| PathBuf::from(&entry.netns)));
+        self.run_del(&entry, netns.as_deref()).await?;
+        match std::fs::remove_file(self.cache_path(id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => bail!("remove CNI cache entry of {id}: {e}"),
+        }
+    }
+
+    /// CNI CHECK of an attached container (plugins in order, with the cached result). A
+    /// network older than CNI 0.4.0 or with `disableCheck` passes without running anything.
+    pub async fn check(&self, id: &str) -> Result<()> {
+        validate_id(id)?;
+        let Some(entry) = self.read_cache(id)? else {
+            bail!("container {id} is not attached to network {}", self.name);
+        };
+        let Some(result) = &entry.result else {
+            bail!(
+                "container {id}: its attach to network {} did not finish",
+                self.name
+            );
+        };
+        let version = entry.config["cniVersion"].as_str().unwrap_or("");
+        if !version_at_least(version, (0, 4, 0)) || entry.config["disableCheck"] == json!(true) {
+            return Ok(());
+        }
+        let netns = PathBuf::from(&entry.netns);
+        for p in plugins(&entry.config) {
+            let conf = plugin_conf(&entry, p, Some(result));
+            self.exec_plugin(&entry, p, "CHECK", &netns, &conf).await?;
+        }
+        Ok(())
+    }
+
+    /// Containers with an attachment (complete or interrupted) in the cache: what a restarted
+    /// berthd may have to tear down.
+    pub fn cached_ids(&self) -> Result<Vec<String>> {
+        let dir = self.cache_dir();
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => bail!("read CNI cache {}: {e}", dir.display()),
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                name.strip_suffix(".json").map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Deletes the bridge of a [`Network::bridge`] network when no interface is enslaved to it
+    /// and no ADD is in progress. Does nothing for networks loaded from a conflist, or when the
+    /// link is missing; refuses to delete a link of that name that is not a bridge.
+    pub fn remove_bridge_if_unused(&self) -> Result<()> {
+        let Some(br) = &self.owned_bridge else {
+            return Ok(());
+        };
+        let _a = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        if self.adds_in_flight.load(Ordering::SeqCst) > 0 {
+            return Ok(());
+        }
+        let sys = Path::new("/sys/class/net").join(br);
+        if !sys.exists() {
+            return Ok(());
+        }
+        if !sys.join("bridge").exists() {
+            bail!("remove bridge {br}: the link {br} is not a bridge, leaving it alone");
+        }
+        let ports = std::fs::read_dir(sys.join("brif"))
+            .map_err(|e| anyhow!("remove bridge {br}: read its ports: {e}"))?
+            .count();
+        if ports > 0 {
+            return Ok(());
+        }
+        delete_bridge(br).map_err(|e| anyhow!("remove bridge {br}: {e:#}"))
+    }
+
+    fn begin_add(&self) -> InFlight<'_> {
+        let _a = self.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        self.adds_in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(&self.adds_in_flight)
+    }
+
+    fn id_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut m = self.id_locks.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(id.to_string()).or_default().clone()
+    }
+
+    fn release_id_lock(&self, id: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
+        let mut m = self.id_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else waits for it.
+        if Arc::strong_count(lock) <= 2 {
+            m.remove(id);
+        }
+    }
+
+    fn fresh_entry(&self, id: &str) -> CacheEntry {
+        CacheEntry {
+            kind: CACHE_KIND.into(),
+            network: self.name.clone(),
+            container_id: id.into(),
+            if_name: "eth0".into(),
+            netns: String::new(),
+            port_mappings: Vec::new(),
+            cni_args: Vec::new(),
+            config: self.config.clone(),
+            result: None,
+        }
+    }
+
+    fn bridge_names(&self) -> Vec<String> {
+        plugins(&self.config)
+            .filter_map(|p| p.get("bridge").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    }
+
+    fn read_cache(&self, id: &str) -> Result<Option<CacheEntry>> {
+        let path = self.cache_path(id);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => bail!("read {}: {e}", path.display()),
+        };
+        let c: CacheEntry =
+            serde_json::from_slice(&text).map_err(|e| anyhow!("parse {}: {e}", path.display()))?;
+        if c.kind != CACHE_KIND || c.container_id != id {
+            bail!("{}: not a cache entry for {id}", path.display());
+        }
+        Ok(Some(c))
+    }
+
+    fn write_cache(&self, entry: &CacheEntry) -> Result<()> {
+        let path = self.cache_path(&entry.container_id);
+        let data = serde_json::to_vec_pretty(entry)?;
+        write_atomic(&path, &data, 0o600)
+            .map_err(|e| anyhow!("write CNI cache {}: {e:#}", path.display()))
+    }
+
+    /// Host ports taken by other containers of this network (from the cache).
+    fn check_allocations(&self, id: &str, ports: &[PortMapping]) -> Result<()> {
+        for (i, p) in ports.iter().enumerate() {
+            if ports[..i].iter().any(|q| q.overlaps(p)) {
+                bail!(
+                    "port {}/{} is published twice on {}",
+                    p.host_port,
+                    p.protocol,
+                    p.host_ip_or_any()
+                );
+            }
+        }
+        if ports.is_empty() {
+            return Ok(());
+        }
+        for other in self.cached_ids()? {
+            if other == id {
+                continue;
+            }
+            let Ok(Some(c)) = self.read_cache(&other) else {
+                continue;
+            };
+            for p in ports {
+                if c.port_mappings.iter().any(|q| q.overlaps(p)) {
+                    bail!(
+                        "port {}/{} is already allocated to container {other} on {}",
+                        p.host_port,
+                        p.protocol,
+                        p.host_ip_or_any()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_add(&self, entry: &CacheEntry) -> Result<Value> {
+        let netns = PathBuf::from(&entry.netns);
+        let mut prev: Option<Value> = None;
+        for p in plugins(&entry.config) {
+            let conf = plugin_conf(entry, p, prev.as_ref());
+            if let Some(r) = self.exec_plugin(entry, p, "ADD", &netns, &conf).await? {
+                prev = Some(r);
+            }
+        }
+        prev.ok_or_else(|| anyhow!("network {}: no plugin printed a result", self.name))
+    }
+
+    /// DEL of every plugin in reverse order; all of them run, the first failure is returned.
+    /// Then takes away the masquerade chain of a bridge plugin that could not (it finds the
+    /// container's addresses in its netns, which may be gone).
+    async fn run_del(&self, entry: &CacheEntry, netns: Option<&Path>) -> Result<()> {
+        // A path that is not a live namespace (removed, or a bare file after an unmount) is
+        // passed as no namespace at all, which the plugins take as "already gone".
+        let netns = match netns {
+            Some(p) if is_netns(p) => p.to_path_buf(),
+            _ => PathBuf::new(),
+        };
+        let version = entry.config["cniVersion"].as_str().unwrap_or("");
+        let prev = entry
+            .result
+            .as_ref()
+            .filter(|_| version_at_least(version, (0, 4, 0)));
+        let mut first_err = None;
+        let list: Vec<&Value> = plugins(&entry.config).collect();
+        for p in list.iter().rev() {
+            let conf = plugin_conf(entry, p, prev);
+            if let Err(e) = self.exec_plugin(entry, p, "DEL", &netns, &conf).await {
+                first_err.get_or_insert(e);
+            }
+        }
+        for p in &list {
+            if plugin_type(p).ok() == Some("bridge") && p["ipMasq"] == json!(true) {
+                let chain = cni_chain_name(&self.name, &entry.container_id, "");
+                if let Err(e) = remove_nat_chain(&chain).await {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn find_plugin(&self, ty: &str) -> Result<PathBuf> {
+        if ty.is_empty() || ty.contains('/') || ty == "." || ty == ".." {
+            bail!("invalid CNI plugin type {ty:?}");
+        }
+        for d in &self.plugin_dirs {
+            let p = d.join(ty);
+            if let Ok(md) = std::fs::metadata(&p) {
+                if md.is_file() && md.permissions().mode() & 0o111 != 0 {
+                    return Ok(p);
+                }
+            }
+        }
+        bail!(
+            "CNI plugin {ty:?} of network {} not found in {}",
+            self.name,
+            dirs_list(&self.plugin_dirs)
+        )
+    }
+
+    /// Runs one plugin. Ok(None): it succeeded and printed nothing.
+    async fn exec_plugin(
+        &self,
+        entry: &CacheEntry,
+        plugin: &Value,
+        command: &str,
+        netns: &Path,
+        conf: &Value,
+    ) -> Result<Option<Value>> {
+        let ty = plugin_type(plugin)?;
+        let id = &entry.container_id;
+        let fail = |msg: String| {
+            anyhow!(
+                "CNI plugin {ty} {command} of container {id} on network {} failed: {}",
+                self.name,
+                one_line(&msg)
+            )
+        };
+        let bin = match self.find_plugin(ty) {
+            Ok(b) => b,
+            // Nothing to undo with a plugin that is not there (and no other way to go on).
+            Err(e) if command == "DEL" => {
+                tracing::warn!(id, "DEL skipped: {e:#}");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let stdin = serde_json::to_vec(conf)?;
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", netns)
+            .env("CNI_IFNAME", &entry.if_name)
+            .env("CNI_ARGS", cni_args(&entry.cni_args))
+            .env("CNI_PATH", std::env::join_paths(&self.plugin_dirs)?)
+            .env("PATH", search_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())))?;
+        let mut pipe = child.stdin.take();
+        let feed = async {
+            if let Some(p) = pipe.as_mut() {
+                // A plugin may exit without reading; its exit status says what went wrong.
+                let _ = p.write_all(&stdin).await;
+            }
+            drop(pipe);
+        };
+        let (_, out) = tokio::time::timeout(PLUGIN_TIMEOUT, async {
+            tokio::join!(feed, child.wait_with_output())
+        })
+        .await
+        .map_err(|_| fail(format!("timed out after {}s", PLUGIN_TIMEOUT.as_secs())))?;
+        let out = out.map_err(|e| fail(format!("wait: {e}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            tracing::debug!(plugin = ty, command, id, "stderr: {}", one_line(&stderr));
+        }
+        if !out.status.success() {
+            return Err(fail(plugin_error(&stdout, &stderr, out.status)));
+        }
+        let text = stdout.trim();
+        if text.is_empty() || command != "ADD" {
+            return Ok(None);
+        }
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| fail(format!("unparsable result ({e}): {}", truncate(text, 200))))?;
+        Ok(Some(v))
+    }
+}
+
+/// Decrements the count of ADDs in flight when dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn plugins(config: &Value) -> impl Iterator<Item = &Value> {
+    config["plugins"].as_array().into_iter().flatten()
+}
+
+fn plugin_type(p: &Value) -> Result<&str> {
+    match p.get("type") {
+        Some(Value::String(t)) if !t.is_empty() => Ok(t),
+        _ => bail!("missing plugin \"type\""),
+    }
+}
+
+/// The config one plugin gets on stdin.
+fn plugin_conf(entry: &CacheEntry, plugin: &Value, prev: Option<&Value>) -> Value {
+    let mut m: Map<String, Value> = plugin.as_object().cloned().unwrap_or_default();
+    m.insert("name".into(), entry.config["name"].clone());
+    m.insert("cniVersion".into(), entry.config["cniVersion"].clone());
+    if let Some(prev) = prev {
+        m.insert("prevResult".into(), prev.clone());
+    }
+    let caps = &plugin["capabilities"];
+    if caps["portMappings"] == json!(true) && !entry.port_mappings.is_empty() {
+        let pm: Vec<Value> = entry
+            .port_mappings
+            .iter()
+            .map(PortMapping::to_cni)
+            .collect();
+        let rc = m
+            .entry("runtimeConfig")
+            .or_insert_with(|| json!({}))
+            .as_object_mut();
+        if let Some(rc) = rc {
+            rc.insert("portMappings".into(), Value::Array(pm));
+        }
+    }
+    Value::Object(m)
+}
+
+fn cni_args(args: &[(String, String)]) -> String {
+    if args.is_empty() {
+        return String::new();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    if !args.iter().any(|(k, _)| k == "IgnoreUnknown") {
+        parts.push("IgnoreUnknown=1".into());
+    }
+    parts.extend(args.iter().map(|(k, v)| format!("{k}={v}")));
+    parts.join(";")
+}
+
+/// The parent's PATH plus the usual sbin directories (the plugins run iptables).
+fn search_path() -> String {
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    for d in [
+        "/usr/local/sbin",
+        "/usr/local/bin",
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+    ] {
+        if !path.split(':').any(|p| p == d) {
+            if !path.is_empty() {
+                path.push(':');
+            }
+            path.push_str(d);
+        }
+    }
+    path
+}
+
+/// The message of a failed plugin: its error JSON (`{code, msg, details}`) if it printed one,
+/// else the end of its stderr, else its exit status.
+fn plugin_error(stdout: &str, stderr: &str, status: std::process::ExitStatus) -> String {
+    if let Ok(v) = serde_json::from_str::<Value>(stdout.trim()) {
+        if let Some(msg) = v.get("msg").and_then(Value::as_str) {
+            let mut s = msg.to_string();
+            if let Some(d) = v.get("details").and_then(Value::as_str) {
+                if !d.is_empty() {
+                    s.push_str(": ");
+                    s.push_str(d);
+                }
+            }
+            if let Some(code) = v.get("code").and_then(Value::as_u64) {
+                s.push_str(&format!(" (code {code})"));
+            }
+            return s;
+        }
+    }
+    let last = |s: &str| {
+        s.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_string)
+    };
+    if let Some(l) = last(stderr) {
+        return format!("{} ({status})", l.trim());
+    }
+    if let Some(l) = last(stdout) {
+        return format!("{} ({status})", truncate(l.trim(), 300));
+    }
+    status.to_string()
+}
+
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let t: String = s.chars().take(n).collect();
+    format!("{t}…")
+}
+
+fn dirs_list(dirs: &[PathBuf]) -> String {
+    if dirs.is_empty() {
+        return "(no plugin directories)".into();
+    }
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn version_at_least(v: &str, want: (u32, u32, u32)) -> bool {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let got = (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    );
+    got >= want
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-')
+}
+
+fn validate_id(id: &str) -> Result<()> {
+    if !valid_name(id) || id.len() > 255 {
+        bail!("invalid container id {id:?} (letters, digits, '_', '.', '-')");
+    }
+    Ok(())
+}
+
+fn validate_ifname(ifname: &str) -> Result<()> {
+    if ifname.is_empty()
+        || ifname.len() > 15
+        || ifname == "."
+        || ifname == ".."
+        || ifname.contains(['/', ':'])
+        || ifname.chars().any(char::is_whitespace)
+    {
+        bail!("invalid interface name {ifname:?}");
+    }
+    Ok(())
+}
+
+/// The name CNI plugins give a per-container iptables chain (libcni's
+/// `utils.MustFormatChainNameWithPrefix`): bridge's masquerade chain is `CNI-<hash>`
+/// (prefix ""), portmap's DNAT chain `CNI-DN-<hash>` (prefix "DN-").
+pub fn cni_chain_name(network: &str, id: &str, prefix: &str) -> String {
+    let digest = Sha512::digest(format!("{network}{id}").as_bytes());
+    let mut s = format!("CNI-{prefix}{}", hex::encode(digest));
+    s.truncate(28);
+    s
+}
+
+/// The ADD result turned into an [`Attachment`] for interface `ifname`.
+fn attachment(result: &Value, ifname: &str, bridges: &[String]) -> Attachment {
+    let empty = Vec::new();
+    let ifaces = result["interfaces"].as_array().unwrap_or(&empty);
+    let sandboxed = |i: &Value| i["sandbox"].as_str().is_some_and(|s| !s.is_empty());
+    let ours = ifaces
+        .iter()
+        .position(|i| i["name"].as_str() == Some(ifname) && sandboxed(i));
+    let mac = ours.and_then(|i| ifaces[i]["mac"].as_str().map(str::to_string));
+    let host_interface = ifaces
+        .iter()
+        .filter(|i| !sandboxed(i))
+        .filter_map(|i| i["name"].as_str())
+        .rfind(|n| !bridges.iter().any(|b| b == n))
+        .map(str::to_string);
+
+    // (address, prefix, gateway) of every IP, 0.3.0+ "ips" or 0.1/0.2 "ip4"/"ip6".
+    let mut ips: Vec<(IpAddr, u8, Option<IpAddr>, Option<usize>)> = Vec::new();
+    let parse_cidr = |s: &str| -> Option<(IpAddr, u8)> {
+        let (a, p) = s.split_once('/')?;
+        Some((a.parse().ok()?, p.parse().ok()?))
+    };
+    let gw = |v: &Value| v["gateway"].as_str().and_then(|g| g.parse().ok());
+    for ip in result["ips"].as_array().unwrap_or(&empty) {
+        if let Some((a, p)) = ip["address"].as_str().and_then(parse_cidr) {
+            let idx = ip["interface"].as_u64().map(|i| i as usize);
+            ips.push((a, p, gw(ip), idx));
+        }
+    }
+    for key in ["ip4", "ip6"] {
+        if let Some((a, p)) = result[key]["ip"].as_str().and_then(parse_cidr) {
+            ips.push((a, p, gw(&result[key]), None));
+        }
+    }
+    let mut mine: Vec<_> = ips
+        .iter()
+        .filter(|(_, _, _, idx)| idx.is_none() || *idx == ours)
+        .collect();
+    if mine.is_empty() {
+        mine = ips.iter().collect();
+    }
+    let pick = mine
+        .iter()
+        .find(|(a, ..)| a.is_ipv4())
+        .or_else(|| mine.first())
+        .copied();
+    Attachment {
+        ip: pick.map(|p| p.0),
+        prefix: pick.map(|p| p.1).unwrap_or(0),
+        gateway: pick.and_then(|p| p.2),
+        mac,
+        interface: ifname.into(),
+        host_interface,
+        result: result.clone(),
+    }
+}
+
+/// Whether the filter table's FORWARD chain accepts by default (if it drops, e.g. with
+/// docker installed, the firewall plugin must let the containers' traffic through).
+fn forward_policy_accepts(v6: bool) -> bool {
+    let bin = if v6 { "ip6tables" } else { "iptables" };
+    match std::process::Command::new(bin)
+        .args(["-w", "-t", "filter", "-S", "FORWARD", "1"])
+        .env("PATH", search_path())
+        .stderr(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => {
+            let s = String::from_utf8_lossy(&o.stdout);
+            !s.contains("-P FORWARD DROP") && !s.contains("-P FORWARD REJECT")
+        }
+        _ => true,
+    }
+}
+
+/// Removes nat chain `chain` and every rule that jumps to it, in both address families, if it
+/// is there. Used only with per-container chain names ([`cni_chain_name`]).
+async fn remove_nat_chain(chain: &str) -> Result<()> {
+    for (save, ipt) in [
+        ("iptables-save", "iptables"),
+        ("ip6tables-save", "ip6tables"),
+    ] {
+        let out = match tokio::process::Command::new(save)
+            .args(["-t", "nat"])
+            .env("PATH", search_path())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .await
+        {
+            Ok(o) if o.status.success() => o.stdout,
+            _ => continue, // no such tool or no nat table: nothing of ours there
+        };
+        let text = String::from_utf8_lossy(&out);
+        let decl = format!(":{chain} ");
+        if !text.lines().any(|l| l.starts_with(&decl)) {
+            continue;
+        }
+        for line in text.lines() {
+            let Some(rule) = line.strip_prefix("-A ") else {
+                continue;
+            };
+            let words = split_rule(rule);
+            let jumps = words
+                .windows(2)
+                .any(|w| (w[0] == "-j" || w[0] == "-g") && w[1] == chain);
+            if words.first().map(String::as_str) == Some(chain) || !jumps {
+                continue;
+            }
+            let mut args = vec!["-w".to_string(), "-t".into(), "nat".into(), "-D".into()];
+            args.extend(words);
+            run_quiet(ipt, &args).await?;
+        }
+        for op in ["-F", "-X"] {
+            let args = ["-w", "-t", "nat", op, chain].map(String::from);
+            run_quiet(ipt, &args).await?;
+        }
+        tracing::debug!(chain, "removed a leftover masquerade chain");
+    }
+    Ok(())
+}
+
+async fn run_quiet(bin: &str, args: &[String]) -> Result<()> {
+    let out = tokio::process::Command::new(bin)
+        .args(args)
+        .env("PATH", search_path())
+        .output()
+        .await
+        .map_err(|e| anyhow!("{bin} {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "{bin} {}: {}",
+            args.join(" "),
+            one_line(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    Ok(())
+}
+
+/// Splits a rule as iptables-save prints it (double quotes, backslash escapes).
+fn split_rule(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                in_word = true;
+            }
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// Whether `p` is a pinned namespace (an nsfs mount).
+fn is_netns(p: &Path) -> bool {
+    use nix::sys::statfs::{statfs, NSFS_MAGIC};
+    matches!(statfs(p), Ok(s) if s.filesystem_type() == NSFS_MAGIC)
+}
+
+/// Serializes the first-time setup of netns directories among the threads of this process.
+static NETNS_DIR_SETUP: Mutex<()> = Mutex::new(());
+
+/// Makes `dir` a mount point with shared propagation, as `ip netns add` does with /run/netns:
+/// unmounting a pin then also unmounts its copies in mount namespaces created since (those of
+/// the containers), so the namespace is really freed.
+fn ensure_shared_dir(dir: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let _g = NETNS_DIR_SETUP.lock().unwrap_or_else(|e| e.into_inner());
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("create {}: {e}", dir.display()))?;
+    let shared = || {
+        mount(
+            None::<&str>,
+            dir,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {} // not a mount point yet
+        Err(e) => bail!("make {} shared: {e}", dir.display()),
+    }
+    mount(
+        Some(dir),
+        dir,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| anyhow!("bind mount {} on itself: {e}", dir.display()))?;
+    shared().map_err(|e| anyhow!("make {} shared: {e}", dir.display()))
+}
+
+/// Runs on a thread of its own, which it leaves in the new namespace.
+fn create_netns_blocking(dir: &Path, path: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    ensure_shared_dir(dir)?;
+    if is_netns(path) {
+        return Ok(());
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o444)
+        .open(path)
+        .map_err(|e| anyhow!("create {}: {e}", path.display()))?;
+    let pin = || -> Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| anyhow!("unshare(CLONE_NEWNET): {e}"))?;
+        set_link_up("lo", true).map_err(|e| anyhow!("bring lo up: {e}"))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| anyhow!("bind mount the namespace on {}: {e}", path.display()))
+    };
+    pin().inspect_err(|_| {
+        let _ = std::fs::remove_file(path);
+    })
+}
+
+fn ifreq_for(name: &str) -> std::io::Result<libc::ifreq> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    Ok(req)
+}
+
+fn inet_socket() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sets or clears IFF_UP of a link in the calling thread's network namespace.
+fn set_link_up(name: &str, up: bool) -> std::io::Result<()> {
+    let sock = inet_socket()?;
+    let mut req = ifreq_for(name)?;
+    // SAFETY: SIOCGIFFLAGS fills ifr_flags of the ifreq we pass, which outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just wrote ifru_flags, the member SIOCGIFFLAGS uses.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    let up_flag = libc::IFF_UP as libc::c_short;
+    let want = if up {
+        flags | up_flag
+    } else {
+        flags & !up_flag
+    };
+    if want == flags {
+        return Ok(());
+    }
+    req.ifr_ifru.ifru_flags = want;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Takes a bridge down and deletes it (SIOCBRDELBR, which refuses links that are not bridges).
+fn delete_bridge(name: &str) -> Result<()> {
+    match set_link_up(name, false) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => return Ok(()),
+        Err(e) => bail!("take it down: {e}"),
+    }
+    let sock = inet_socket()?;
+    let cname = std::ffi::CString::new(name)?;
+    // SAFETY: SIOCBRDELBR reads the NUL-terminated name, which outlives the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), SIOCBRDELBR as _, cname.as_ptr()) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENXIO) || e.raw_os_error() == Some(libc::ENODEV) {
+            return Ok(());
+        }
+        bail!("delete it: {e}");
+    }
+    Ok(())
+}
+
+/// Fails with "port 8080/tcp is already in use on 0.0.0.0" when something on the host holds
+/// the port (host_ip "" = 0.0.0.0).
+pub fn check_port_free(host_ip: &str, port: u16, protocol: &str) -> Result<()> {
+    let ip: IpAddr = if host_ip.is_empty() {
+        IpAddr::from([0, 0, 0, 0])
+    } else {
+        host_ip
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| anyhow!("invalid host IP {host_ip:?} for port {port}/{protocol}"))?
+    };
+    let addr = std::net::SocketAddr::new(ip, port);
+    let r = match protocol {
+        "tcp" | "" => std::net::TcpListener::bind(addr).map(drop),
+        "udp" => std::net::UdpSocket::bind(addr).map(drop),
+        "sctp" => return Ok(()),
+        _ => bail!("port {port}/{protocol}: unknown protocol"),
+    };
+    let protocol = if protocol.is_empty() { "tcp" } else { protocol };
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!("port {port}/{protocol} is already in use on {ip}")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+            bail!("cannot publish port {port}/{protocol} on {ip}: no such address on this host")
+        }
+        Err(e) => bail!("cannot publish port {port}/{protocol} on {ip}: {e}"),
+    }
+}
+
+/// Writes `<dir>/hostname`, `<dir>/hosts` and `<dir>/resolv.conf` for a container, each by
+/// temp file + rename. `extra_hosts` are (name, address) pairs, as `--add-host name:address`.
+/// resolv.conf is the host's without loopback nameservers ([`container_resolv_conf`]).
+pub fn write_etc_files(
+    dir: &Path,
+    hostname: &str,
+    ip: Option<IpAddr>,
+    extra_hosts: &[(String, String)],
+) -> Result<()> {
+    if hostname.is_empty() || hostname.contains(|c: char| c.is_whitespace() || c == '/') {
+        bail!("invalid hostname {hostname:?}");
+    }
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("create {}: {e}", dir.display()))?;
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(ip) = ip {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    for (name, addr) in extra_hosts {
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            bail!("invalid extra host name {name:?}");
+        }
+        addr.parse::<IpAddr>()
+            .map_err(|_| anyhow!("invalid address {addr:?} for extra host {name}"))?;
+        hosts.push_str(&format!("{addr}\t{name}\n"));
+    }
+    let resolv = container_resolv_conf(&host_resolv_conf());
+    for (name, data) in [
+        ("hostname", format!("{hostname}\n")),
+        ("hosts", hosts),
+        ("resolv.conf", resolv),
+    ] {
+        let path = dir.join(name);
+        write_atomic(&path, data.as_bytes(), 0o644)
+            .map_err(|e| anyhow!("write {}: {e:#}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The host's resolv.conf; with systemd-resolved's stub (only 127.0.0.53), the file listing
+/// the servers it forwards to, as docker does.
+fn host_resolv_conf() -> String {
+    let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let stub_only = {
+        let ns: Vec<&str> = nameservers(&text).collect();
+        !ns.is_empty() && ns.iter().all(|n| *n == "127.0.0.53")
+    };
+    if stub_only {
+        if let Ok(t) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            return t;
+        }
+    }
+    text
+}
+
+fn nameservers(text: &str) -> impl Iterator<Item = &str> {
+    text.lines().filter_map(|l| {
+        let mut w = l.split_whitespace();
+        (w.next() == Some("nameserver")).then(|| w.next()).flatten()
+    })
+}
+
+/// A container's resolv.conf from the host's: loopback nameservers (127.0.0.0/8, ::1), which
+/// would mean the container itself, are dropped; everything else is kept. If no nameserver is
+/// left, none is written (never a public one): only search, domain and options.
+pub fn container_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut w = line.split_whitespace();
+        if w.next() == Some("nameserver") {
+            let addr = w.next().unwrap_or("");
+            // A scoped IPv6 address (fe80::1%eth0) names a link the container does not have.
+            let addr_only = addr.split('%').next().unwrap_or("");
+            match addr_only.parse::<IpAddr>() {
+                Ok(ip) if ip.is_loopback() => continue,
+                Ok(_) if addr.contains('%') => continue,
+                Err(_) => continue,
+                Ok(_) => {}
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes `path` via a temp file in the same directory, fsync and rename.
+fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent directory"))?;
+    std::fs::create_dir_all(dir).map_err(|e| anyhow!("create {}: {e}", dir.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("no file name"))?
+        .to_string_lossy();
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.tmp{}-{n}", std::process::id()));
+    let res = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        bail!("{e}");
+    }
+    Ok(())
+}
