@@ -430,7 +430,23 @@ impl Network {
     }
 
     fn cache_dir(&self) -> PathBuf {
-        self.state_dir.join("cache").join(&self.name)
+        let name: String = self
+            .name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let name = if name.is_empty() || name == "." || name == ".." {
+            "_".into()
+        } else {
+            name
+        };
+        self.state_dir.join("cache").join(name)
     }
 
     fn cache_path(&self, id: &str) -> PathBuf {
@@ -508,11 +524,8 @@ impl Network {
             }
         }
         let _in_flight = self.begin_add();
-        let lock = self.id_lock(id);
-        let _g = lock.lock().await;
-        let r = self.add_locked(id, netns, ifname, ports, cni_args).await;
-        self.release_id_lock(id, &lock);
-        r
+        let _g = self.lock_id(id).await;
+        self.add_locked(id, netns, ifname, ports, cni_args).await
     }
 
     async fn add_locked(
@@ -555,7 +568,7 @@ impl Network {
         }
         match self.run_add(&entry).await {
             Ok(result) => {
-                let att = attachment(&result, ifname, &self.bridge_names());
+                let att = attachment(&result, ifname, &bridge_names(&entry.config));
                 entry.result = Some(result);
                 if let Err(e) = self.write_cache(&entry) {
                     let _ = self.run_del(&entry, Some(netns)).await;
@@ -582,11 +595,8 @@ impl Network {
     /// already detached, or its namespace already gone (`netns` None: the cached one).
     pub async fn del(&self, id: &str, netns: Option<&Path>) -> Result<()> {
         validate_id(id)?;
-        let lock = self.id_lock(id);
-        let _g = lock.lock().await;
-        let r = self.del_locked(id, netns).await;
-        self.release_id_lock(id, &lock);
-        r
+        let _g = self.lock_id(id).await;
+        self.del_locked(id, netns).await
     }
 
     async fn del_locked(&self, id: &str, netns: Option<&Path>) -> Result<()> {
@@ -632,6 +642,17 @@ impl Network {
             self.exec_plugin(&entry, p, "CHECK", &netns, &conf).await?;
         }
         Ok(())
+    }
+
+    /// The attachment of `id` as its ADD cached it (e.g. for `inspect` after a restart); None
+    /// if it is not attached or its ADD did not finish.
+    pub fn cached_attachment(&self, id: &str) -> Result<Option<Attachment>> {
+        validate_id(id)?;
+        Ok(self.read_cache(id)?.and_then(|c| {
+            c.result
+                .as_ref()
+                .map(|r| attachment(r, &c.if_name, &bridge_names(&c.config)))
+        }))
     }
 
     /// Containers with an attachment (complete or interrupted) in the cache: what a restarted
@@ -687,16 +708,19 @@ impl Network {
         InFlight(&self.adds_in_flight)
     }
 
-    fn id_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut m = self.id_locks.lock().unwrap_or_else(|e| e.into_inner());
-        m.entry(id.to_string()).or_default().clone()
-    }
-
-    fn release_id_lock(&self, id: &str, lock: &Arc<tokio::sync::Mutex<()>>) {
-        let mut m = self.id_locks.lock().unwrap_or_else(|e| e.into_inner());
-        // The map's reference and ours: nobody else waits for it.
-        if Arc::strong_count(lock) <= 2 {
-            m.remove(id);
+    /// Waits for and holds the lock of container `id` (also when the future is dropped midway,
+    /// the guard gives it back).
+    async fn lock_id(&self, id: &str) -> IdGuard<'_> {
+        let lock = {
+            let mut m = self.id_locks.lock().unwrap_or_else(|e| e.into_inner());
+            m.entry(id.to_string()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        IdGuard {
+            net: self,
+            id: id.to_string(),
+            lock,
+            guard: Some(guard),
         }
     }
 
@@ -712,12 +736,6 @@ impl Network {
             config: self.config.clone(),
             result: None,
         }
-    }
-
-    fn bridge_names(&self) -> Vec<String> {
-        plugins(&self.config)
-            .filter_map(|p| p.get("bridge").and_then(Value::as_str).map(str::to_string))
-            .collect()
     }
 
     fn read_cache(&self, id: &str) -> Result<Option<CacheEntry>> {
@@ -921,6 +939,25 @@ impl Network {
     }
 }
 
+/// The lock of one container; dropping it forgets the lock when nobody else wants it.
+struct IdGuard<'a> {
+    net: &'a Network,
+    id: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for IdGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut m = self.net.id_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else holds or waits for it.
+        if Arc::strong_count(&self.lock) <= 2 {
+            m.remove(&self.id);
+        }
+    }
+}
+
 /// Decrements the count of ADDs in flight when dropped.
 struct InFlight<'a>(&'a AtomicUsize);
 
@@ -932,6 +969,13 @@ impl Drop for InFlight<'_> {
 
 fn plugins(config: &Value) -> impl Iterator<Item = &Value> {
     config["plugins"].as_array().into_iter().flatten()
+}
+
+/// The bridges named by the plugins of a conflist (to tell a host veth from its bridge).
+fn bridge_names(config: &Value) -> Vec<String> {
+    plugins(config)
+        .filter_map(|p| p.get("bridge").and_then(Value::as_str).map(str::to_string))
+        .collect()
 }
 
 fn plugin_type(p: &Value) -> Result<&str> {

@@ -1016,6 +1016,93 @@ async fn plugin_protocol_add_del_and_cache() {
     assert_eq!(calls[0].3, format!("DEL|c9||eth0||{cni_path}"));
 }
 
+/// Starts an ADD of c1 and drops it while its second plugin runs.
+async fn interrupt(f: &Fakes, net: std::sync::Arc<Network>) {
+    let task = tokio::spawn(async move {
+        net.add("c1", Path::new("/run/fake-ns"), "eth0", &[tcp(8080, 80)])
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while f.calls().is_empty() {
+        assert!(Instant::now() < deadline, "fakea never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_add_is_undone() {
+    let f = Fakes::new();
+    f.ok("fakea", "10.9.9.2");
+    // Hangs in ADD until <dir>/go exists: berthd dies (here: the task is dropped) meanwhile.
+    f.script(
+        "fakeslow",
+        &format!(
+            "cat >/dev/null\n[ \"$CNI_COMMAND\" = ADD ] && [ ! -e {go} ] && exec sleep 30\n\
+             [ \"$CNI_COMMAND\" = ADD ] && echo '{{\"cniVersion\":\"1.0.0\",\"ips\":[{{\"address\":\"10.9.9.5/24\"}}]}}'\n\
+             echo \"$CNI_COMMAND\" >> {log}\nexit 0\n",
+            go = f.dir.join("go").display(),
+            log = f.dir.join("slow.log").display()
+        ),
+    );
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "slownet",
+        "plugins": [{ "type": "fakea" }, { "type": "fakeslow" }]
+    });
+    let net = std::sync::Arc::new(f.network(conf.clone()));
+    interrupt(&f, net.clone()).await;
+    // The cache was written before the plugins ran, with no result yet.
+    let cache = f.dir.join("state/cache/slownet/c1.json");
+    let cached: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cache).unwrap()).unwrap();
+    assert!(cached["result"].is_null());
+    assert_eq!(cached["portMappings"][0]["host_port"], 8080);
+    assert!(net.cached_attachment("c1").unwrap().is_none());
+    // ... so a restarted berthd undoes it: every plugin in reverse, without prevResult.
+    f.clear();
+    let restarted = f.network(conf.clone());
+    assert_eq!(restarted.cached_ids().unwrap(), ["c1"]);
+    restarted.del("c1", None).await.unwrap();
+    let calls = f.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].0.as_str(), calls[0].1.as_str()), ("fakea", "DEL"));
+    assert!(calls[0].2.get("prevResult").is_none());
+    assert_eq!(calls[0].2["runtimeConfig"], serde_json::Value::Null);
+    assert_eq!(
+        std::fs::read_to_string(f.dir.join("slow.log")).unwrap(),
+        "DEL\n"
+    );
+    assert!(!cache.exists());
+
+    // An ADD of a container whose previous ADD was interrupted first undoes that one.
+    f.clear();
+    interrupt(&f, net.clone()).await;
+    std::fs::write(f.dir.join("go"), "").unwrap();
+    f.clear();
+    let att = net
+        .add("c1", Path::new("/run/fake-ns"), "eth0", &[tcp(8080, 80)])
+        .await
+        .unwrap();
+    assert_eq!(att.ip, Some("10.9.9.5".parse().unwrap()));
+    let calls = f.calls();
+    assert_eq!(
+        calls
+            .iter()
+            .map(|c| (c.0.as_str(), c.1.as_str()))
+            .collect::<Vec<_>>(),
+        [("fakea", "DEL"), ("fakea", "ADD")]
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.dir.join("slow.log")).unwrap(),
+        "DEL\nDEL\nADD\n"
+    );
+    let cached = net.cached_attachment("c1").unwrap().unwrap();
+    assert_eq!(cached.ip, att.ip);
+    net.del("c1", None).await.unwrap();
+}
+
 #[tokio::test]
 async fn plugin_errors_are_one_line_and_failed_adds_are_undone() {
     let f = Fakes::new();
