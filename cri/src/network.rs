@@ -621,6 +621,8 @@ impl Network {
 
     /// CNI CHECK of an attached container (plugins in order, with the cached result). A
     /// network older than CNI 0.4.0 or with `disableCheck` passes without running anything.
+    /// Note: Debian's portmap 1.1.1 fails CHECK of published ports on an IPv4-only network
+    /// ("could not check ipv6 dnat"), a bug of that plugin.
     pub async fn check(&self, id: &str) -> Result<()> {
         validate_id(id)?;
         let Some(entry) = self.read_cache(id)? else {
