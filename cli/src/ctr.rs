@@ -426,6 +426,7 @@ impl Drop for RawMode {
 }
 
 fn term_size() -> (u32, u32) {
+    // SAFETY: winsize is plain integers; all zeros is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ fills a winsize.
     if unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0

@@ -547,7 +547,7 @@ fn a_shim_killed_with_9_is_noticed() {
         "{st}"
     );
     // Its processes, cgroup and network are gone already; rm takes the rest.
-    assert_clean(&d, &[id.clone()]);
+    assert_clean(&d, std::slice::from_ref(&id));
     d.berth(&["rm", "victim"]).ok();
     assert_clean(&d, &[id]);
 }

@@ -182,16 +182,7 @@ impl Containers for ContainerService {
             )));
         }
         let spec = self.m.bundle_spec(&r.id)?;
-        let process = crate::spec::exec_process(
-            &spec,
-            &self.m.rootfs(&r.id),
-            &first.cmd,
-            &first.env,
-            &first.user,
-            &first.workdir,
-            first.tty,
-            first.privileged,
-        )?;
+        let process = crate::spec::exec_process(&spec, &self.m.rootfs(&r.id), &first)?;
         let exec_id = hex::encode(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -364,7 +364,7 @@ impl Manager {
             .map(|e| e.get())
             .filter(|r| all || matches!(r.phase, Phase::Running | Phase::Paused) || r.restarting)
             .collect();
-        v.sort_by(|a, b| b.created.cmp(&a.created));
+        v.sort_by_key(|r| std::cmp::Reverse(r.created));
         v
     }
 
@@ -1168,8 +1168,7 @@ impl Manager {
             libc::SIGTERM
         };
         let timeout = timeout
-            .or((r.config.stop_timeout >= 0 && r.config.stop_timeout != 0)
-                .then_some(r.config.stop_timeout))
+            .or((r.config.stop_timeout > 0).then_some(r.config.stop_timeout))
             .unwrap_or(10);
         let mut exits = e.exits.subscribe();
         let seen = exits.borrow().0;
@@ -1465,7 +1464,7 @@ fn is_our_shim(pid: i32, id: &str) -> bool {
         .map(|c| {
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
             args.first().is_some_and(|a| a.ends_with(b"berth-shim"))
-                && args.iter().any(|a| *a == id.as_bytes())
+                && args.contains(&id.as_bytes())
         })
         .unwrap_or(false)
 }

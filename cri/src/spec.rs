@@ -370,13 +370,10 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
 pub fn exec_process(
     container_spec: &Value,
     rootfs: &Path,
-    cmd: &[String],
-    extra_env: &[String],
-    user: &str,
-    workdir: &str,
-    tty: bool,
-    privileged: bool,
+    e: &crate::api::ExecInput,
 ) -> Result<Value, Status> {
+    let (cmd, extra_env, user, workdir, tty, privileged) =
+        (&e.cmd, &e.env, &e.user, &e.workdir, e.tty, e.privileged);
     let mut p = container_spec["process"].clone();
     if cmd.is_empty() {
         return Err(Status::invalid_argument("exec: no command given"));
@@ -390,7 +387,7 @@ pub fn exec_process(
     p["env"] = json!(env);
     p["terminal"] = tty.into();
     if !workdir.is_empty() {
-        p["cwd"] = workdir.into();
+        p["cwd"] = workdir.as_str().into();
     }
     if !user.is_empty() {
         let (uid, gid) = crate::bundle::resolve_user(rootfs, user)?;
