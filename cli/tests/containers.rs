@@ -7,7 +7,8 @@ mod common;
 
 use common::*;
 use std::io::{Read, Write};
-use std::process::Stdio;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn busybox() -> String {
@@ -243,7 +244,7 @@ fn run_in_the_foreground_like_docker() {
     // Flags: env, workdir, user, hostname, entrypoint, read-only, volumes.
     let vol = d.dir.join("vol");
     std::fs::create_dir_all(&vol).unwrap();
-    std::fs::write(vol.join("f"), "from the host").unwrap();
+    std::fs::write(vol.join("f"), "from the host\n").unwrap();
     let env_file = d.dir.join("env");
     std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
     let script = "echo $A $FROM_FILE; pwd; id -u; hostname; cat /data/f; \
@@ -327,21 +328,54 @@ fn run_in_the_foreground_like_docker() {
         o.stdout()
     );
 
-    // Resource flags reach the cgroup.
-    let o = d
+    // Resource flags reach the cgroup (seen from the host: inside, the cgroup namespace
+    // shows "/").
+    let id = d
         .berth(&[
             "run",
-            "--rm",
+            "-d",
             "--memory",
             "64m",
             "--pids-limit",
             "50",
             &bb,
-            "cat",
-            "/proc/self/cgroup",
+            "sleep",
+            "100",
         ])
-        .ok();
-    assert!(o.stdout().contains("/berth/"), "{}", o.stdout());
+        .ok()
+        .stdout()
+        .trim()
+        .to_string();
+    let pid = inspect(&d, &id)["State"]["Pid"].as_i64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path_of = |ctl: &str| {
+        cg.lines()
+            .find_map(|l| {
+                let mut f = l.splitn(3, ':');
+                let (_, c, p) = (f.next()?, f.next()?, f.next()?);
+                (c.split(',').any(|c| c == ctl)).then(|| p.to_string())
+            })
+            .unwrap_or_default()
+    };
+    let v2 = path_of("");
+    let (mem, pids) = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        (
+            format!("/sys/fs/cgroup{v2}/memory.max"),
+            format!("/sys/fs/cgroup{v2}/pids.max"),
+        )
+    } else {
+        (
+            format!(
+                "/sys/fs/cgroup/memory{}/memory.limit_in_bytes",
+                path_of("memory")
+            ),
+            format!("/sys/fs/cgroup/pids{}/pids.max", path_of("pids")),
+        )
+    };
+    assert!(mem.contains(&format!("/berth/{id}")), "{cg}");
+    assert_eq!(std::fs::read_to_string(&mem).unwrap().trim(), "67108864");
+    assert_eq!(std::fs::read_to_string(&pids).unwrap().trim(), "50");
+    d.berth(&["rm", "-f", &id]).ok();
     assert_clean(&d, &[]);
 }
 
@@ -428,11 +462,13 @@ fn bad_input_one_line_errors_and_no_leftovers() {
     }
     assert_clean(&d, &[id]);
     // berthd not running: the CLI says how to start it.
-    let o = d
-        .cmd(&["-H", "unix:///nonexistent.sock", "ps"])
+    let o = Command::new(common::bin("berth"))
+        .args(["-H", "unix:///nonexistent.sock", "ps"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&o.stderr).contains("berthd &"));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("berthd &") && e.lines().count() == 1, "{e}");
 }
 
 #[test]
@@ -516,11 +552,12 @@ fn a_shim_killed_with_9_is_noticed() {
         .stdout()
         .trim()
         .to_string();
-    let pid: i32 = std::fs::read_to_string(d.dir.join(format!("state/shims/{id}/shim.pid")))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: i32 =
+        std::fs::read_to_string(d.dir.join(format!("state/shims/{}/shim.pid", &id[..12])))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
         cmdline.contains("berth-shim") && cmdline.contains(&id),

@@ -411,9 +411,8 @@ impl Containers for ContainerService {
         req: Request<CopyFromRequest>,
     ) -> Result<Response<Self::CopyFromStream>, Status> {
         let q = req.into_inner();
-        let r = self.m.get(&q.id)?;
-        let rootfs = self.m.rootfs(&r.id);
-        let real = crate::containers_util::resolve_in_root(&rootfs, &q.path)?;
+        let lease = self.m.rootfs_lease(&q.id).await?;
+        let real = crate::containers_util::resolve_in_root(&lease.path(), &q.path)?;
         let name = Path::new(&q.path)
             .file_name()
             .map(|n| n.to_owned())
@@ -421,6 +420,7 @@ impl Containers for ContainerService {
         let (tx, rx) = mpsc::channel(16);
         tokio::task::spawn_blocking(move || {
             crate::containers_util::tar_out(&real, &PathBuf::from(name), tx);
+            drop(lease);
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -434,8 +434,8 @@ impl Containers for ContainerService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("copy: no request"))?;
-        let r = self.m.get(&first.id)?;
-        let rootfs = self.m.rootfs(&r.id);
+        let lease = self.m.rootfs_lease(&first.id).await?;
+        let rootfs = lease.path();
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
         let path = first.path.clone();
         let job =

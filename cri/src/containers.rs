@@ -6,7 +6,7 @@
 //!   rewritten in one transaction at every change;
 //! - the bundle (`config.json`, `hosts`, `hostname`, `resolv.conf`, the mounted `rootfs/`):
 //!   `<state>/containers/<id>/`;
-//! - the shim: `<state>/shims/<id>/` (socket, pid, exit record); the runtime's state:
+//! - the shim: `<state>/shims/<short id>/` (socket, pid, exit record); the runtime's state:
 //!   `<state>/runtime/<id>/`;
 //! - the log: `<log_dir>/<id>.log` in the CRI format.
 //!
@@ -87,6 +87,37 @@ struct Entry {
     exits: watch::Sender<(u64, i32)>,
     /// Attach streams still pumping output: exit handling waits for them before the shim goes.
     attaches: watch::Sender<usize>,
+    /// `cp` calls using the rootfs of a container that is not running (mounted for them).
+    copies: std::sync::atomic::AtomicUsize,
+}
+
+/// See [`Manager::rootfs_lease`].
+pub struct RootfsLease {
+    m: Arc<Manager>,
+    e: Arc<Entry>,
+}
+
+impl RootfsLease {
+    pub fn path(&self) -> PathBuf {
+        self.m.rootfs(&self.e.get().id)
+    }
+}
+
+impl Drop for RootfsLease {
+    fn drop(&mut self) {
+        let (m, e) = (self.m.clone(), self.e.clone());
+        let release = async move {
+            let _op = e.op.lock().await;
+            let last = e.copies.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1;
+            let r = e.get();
+            if last && matches!(r.phase, Phase::Created | Phase::Exited) {
+                m.unmount_rootfs(&r.id);
+            }
+        };
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(release);
+        }
+    }
 }
 
 impl Entry {
@@ -124,6 +155,9 @@ pub fn now_nanos() -> i64 {
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}").replace('\n', " "))
 }
+
+/// Length of the short id that `ps` shows and that names the shim directory.
+const SHORT: usize = 12;
 
 fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
@@ -293,6 +327,7 @@ impl Manager {
             op: tokio::sync::Mutex::new(()),
             exits: watch::channel((0, r.exit_code)).0,
             attaches: watch::channel(0).0,
+            copies: std::sync::atomic::AtomicUsize::new(0),
         });
         self.entries
             .lock()
@@ -304,8 +339,13 @@ impl Manager {
     fn bundle_dir(&self, id: &str) -> PathBuf {
         self.cfg.state.join("containers").join(id)
     }
+    /// `<state>/shims/<short id>`: short, because the shim's sockets live there and a unix
+    /// socket path has at most 107 bytes.
     fn shim_dir(&self, id: &str) -> PathBuf {
-        self.cfg.state.join("shims").join(id)
+        self.cfg
+            .state
+            .join("shims")
+            .join(&id[..SHORT.min(id.len())])
     }
     fn runtime_root(&self) -> PathBuf {
         self.cfg.state.join("runtime")
@@ -444,9 +484,16 @@ impl Manager {
             }
         }
 
-        let id = random_hex(32);
+        let entries = self.entries();
+        // The short id (12 digits, as `ps` shows) names the shim directory, whose socket paths
+        // must fit in a sockaddr_un: keep it unique.
+        let id = loop {
+            let id = random_hex(32);
+            if !entries.keys().any(|k| k.starts_with(&id[..SHORT])) {
+                break id;
+            }
+        };
         let name = {
-            let entries = self.entries();
             if c.name.is_empty() {
                 let mut n;
                 loop {
@@ -536,6 +583,8 @@ impl Manager {
                 netns: spec::NetNs::New,
                 hostname: "x",
             })?;
+            // Mounted only while it runs (or is copied from), as docker does.
+            self.unmount_rootfs(&id);
             Ok::<(), Status>(())
         }
         .await;
@@ -688,16 +737,7 @@ impl Manager {
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs)
             .map_err(|err| internal(&format!("create {}", rootfs.display()), err))?;
-        if !is_mountpoint(&rootfs) {
-            // After a reboot /run is empty: mount the snapshot again.
-            let m = self
-                .store
-                .snapshots()
-                .mounts(id)
-                .map_err(|err| internal("container snapshot", err))?;
-            m.mount(&rootfs)
-                .map_err(|err| internal(&format!("mount {}", rootfs.display()), err))?;
-        }
+        self.mount_rootfs(id)?;
         let hostname = if !r.config.hostname.is_empty() {
             r.config.hostname.clone()
         } else {
@@ -1120,6 +1160,9 @@ impl Manager {
         })
         .await;
         let _ = std::fs::remove_dir_all(&shim_dir);
+        if e.copies.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.unmount_rootfs(&r.id);
+        }
         if r.config.network == "bridge" || r.config.network.is_empty() {
             let ns = (!r.netns.is_empty()).then(|| PathBuf::from(&r.netns));
             if let Err(err) = self.net.del(&r.id, ns.as_deref()).await {
@@ -1347,6 +1390,60 @@ impl Manager {
         self.bundle_dir(id).join("rootfs")
     }
 
+    /// Mounts the container's snapshot on `<bundle>/rootfs` unless it is mounted.
+    fn mount_rootfs(&self, id: &str) -> Result<(), Status> {
+        let rootfs = self.rootfs(id);
+        std::fs::create_dir_all(&rootfs)
+            .map_err(|err| internal(&format!("create {}", rootfs.display()), err))?;
+        if is_mountpoint(&rootfs) {
+            return Ok(());
+        }
+        let m = self
+            .store
+            .snapshots()
+            .mounts(id)
+            .map_err(|err| internal("container snapshot", err))?;
+        m.mount(&rootfs)
+            .map_err(|err| internal(&format!("mount {}", rootfs.display()), err))
+    }
+
+    /// Unmounts `<bundle>/rootfs` if mounted (the snapshot stays). Failures are logged: `rm`
+    /// and the next start try again.
+    fn unmount_rootfs(&self, id: &str) {
+        let rootfs = self.rootfs(id);
+        if is_mountpoint(&rootfs) {
+            if let Err(err) = berth_imagestore::unmount(&rootfs) {
+                tracing::warn!(%id, "unmount {}: {err}", rootfs.display());
+            }
+        }
+    }
+
+    /// The rootfs of a container for `cp`, mounted for the copy if the container does not run;
+    /// the lease unmounts it again when the last copy ends and the container still does not run.
+    pub async fn rootfs_lease(self: &Arc<Self>, key: &str) -> Result<RootfsLease, Status> {
+        let e = self.find(key)?;
+        let _op = e.op.lock().await;
+        let r = e.get();
+        if matches!(r.phase, Phase::Creating | Phase::Removing) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is being {}",
+                r.name,
+                if r.phase == Phase::Creating {
+                    "created"
+                } else {
+                    "removed"
+                }
+            )));
+        }
+        e.copies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let lease = RootfsLease {
+            m: self.clone(),
+            e: e.clone(),
+        };
+        self.mount_rootfs(&r.id)?;
+        Ok(lease)
+    }
+
     // ---------------------------------------------------------------------------------------
     // restart of berthd
 
@@ -1407,7 +1504,12 @@ impl Manager {
             },
             Phase::Exited => {
                 if self.should_restart(&r, true) {
-                    let _ = self.update(&e, |r| r.restarting = true);
+                    // docker: `always` brings back even a stopped container when the daemon
+                    // starts; starting it ends the "manually stopped" mark.
+                    let _ = self.update(&e, |r| {
+                        r.restarting = true;
+                        r.manually_stopped = false;
+                    });
                     self.schedule_restart(&e, Duration::ZERO);
                 }
             }

@@ -128,7 +128,13 @@ impl Daemon {
                 out.push(format!("shim process: {cmd}"));
             }
         }
+        // The netns directory is a shared bind mount of itself (as /run/netns is for `ip
+        // netns`), there while berthd runs; the pins inside it are what must not stay.
+        let netns_dir = self.dir.join("state/net/netns");
         for m in mounts_under(&self.dir) {
+            if Path::new(&m) == netns_dir {
+                continue;
+            }
             out.push(format!("mount: {m}"));
         }
         if let Some(b) = self.bridge() {
