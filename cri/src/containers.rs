@@ -1043,15 +1043,20 @@ impl Manager {
             }
         };
         tracing::info!(id = %r.id, name = %r.name, exit_code = code, reason = %reason, "container exited");
-        e.exits.send_modify(|(n, c)| {
-            *n += 1;
-            *c = code;
-        });
+        let notify = || {
+            e.exits.send_modify(|(n, c)| {
+                *n += 1;
+                *c = code;
+            })
+        };
         if r.config.auto_remove {
+            // `run --rm` returns once the container is gone, as docker's does.
             drop(_op);
             self.destroy(e).await;
+            notify();
             return;
         }
+        notify();
         if self.should_restart(&r, false) {
             let _ = self.update(e, |r| r.restarting = true);
             let delay = backoff(r.restart_count, r.finished_at - r.started_at);
