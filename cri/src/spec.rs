@@ -246,7 +246,11 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
     p["user"] = json!({"uid": uid, "gid": gid});
     p["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
     p["noNewPrivileges"] = false.into();
-    p["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}]);
+    // berthd's own open-files limit, as docker's containers inherit dockerd's (a fixed value
+    // above the host's hard limit could not be set, and would be lowered with a warning).
+    let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((1024, 4096));
+    p["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": hard, "soft": soft}]);
     spec["root"] = json!({"path": i.rootfs, "readonly": c.read_only});
     spec["hostname"] = i.hostname.into();
 
