@@ -666,6 +666,43 @@ pub async fn exec(ch: &Channel, a: ExecArgs) -> Result<i32> {
     Ok(output(out).await?.unwrap_or(126))
 }
 
+/// `inspect --format`: docker's template subset — `{{.A.B}}` (a string as is, other values as
+/// JSON, a missing field as `<no value>`), `{{json .A.B}}` and `{{json .}}`; other text is
+/// copied. Anything else inside `{{ }}` is an error naming it.
+pub fn render_template(tpl: &str, doc: &serde_json::Value) -> anyhow::Result<String> {
+    let mut out = String::new();
+    let mut rest = tpl;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let j = after
+            .find("}}")
+            .ok_or_else(|| anyhow::anyhow!("template: unclosed {{{{ in {tpl:?}"))?;
+        let action = after[..j].trim();
+        let (json, path) = match action.strip_prefix("json ") {
+            Some(p) => (true, p.trim()),
+            None => (false, action),
+        };
+        if !path.starts_with('.') {
+            anyhow::bail!("template: unsupported action {{{{{action}}}}}");
+        }
+        let mut v = Some(doc);
+        for key in path[1..].split('.').filter(|k| !k.is_empty()) {
+            v = v.and_then(|x| x.get(key));
+        }
+        match (v, json) {
+            (None, true) => out.push_str("null"),
+            (None, false) => out.push_str("<no value>"),
+            (Some(v), true) => out.push_str(&v.to_string()),
+            (Some(serde_json::Value::String(s)), false) => out.push_str(s),
+            (Some(v), false) => out.push_str(&v.to_string()),
+        }
+        rest = &after[j + 2..];
+    }
+    out.push_str(rest);
+    Ok(out.replace("\\t", "\t").replace("\\n", "\n"))
+}
+
 /// `ps --format` with Go-template-like `{{.Field}}` placeholders, `table` and `json`.
 pub fn ps(
     out: &mut impl Write,
@@ -1120,6 +1157,27 @@ impl Write for ChanWrite {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn inspect_templates() {
+        let d = serde_json::json!({"State": {"Status": "running", "Pid": 7},
+            "Config": {"Env": ["A=1"]}, "Name": "/web"});
+        assert_eq!(
+            render_template("{{.Name}} {{.State.Status}} {{.State.Pid}}", &d).unwrap(),
+            "/web running 7"
+        );
+        assert_eq!(
+            render_template("{{json .Config.Env}}", &d).unwrap(),
+            r#"["A=1"]"#
+        );
+        assert_eq!(render_template("{{.Nope.X}}", &d).unwrap(), "<no value>");
+        assert_eq!(render_template("a\\tb", &d).unwrap(), "a\tb");
+        assert!(render_template("{{range .X}}", &d)
+            .unwrap_err()
+            .to_string()
+            .contains("unsupported action {{range .X}}"));
+        assert!(render_template("{{.A", &d).is_err());
+    }
     use super::*;
 
     #[test]

@@ -91,6 +91,9 @@ enum Cmd {
         /// container or image (default: a container if one has the name, else an image)
         #[arg(long = "type")]
         kind: Option<String>,
+        /// A template applied to each object: '{{.State.Status}}', '{{json .Config.Env}}'
+        #[arg(short, long)]
+        format: Option<String>,
     },
     /// The history of an image
     History {
@@ -620,7 +623,11 @@ async fn run(cli: Cli) -> Result<i32> {
         Cmd::Tag { source, target } => {
             c.tag(TagRequest { source, target }).await?;
         }
-        Cmd::Inspect { names, kind } => {
+        Cmd::Inspect {
+            names,
+            kind,
+            format,
+        } => {
             let mut docs = Vec::new();
             let mut failed = false;
             for name in names {
@@ -653,7 +660,14 @@ async fn run(cli: Cli) -> Result<i32> {
                     }
                 }
             }
-            writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?;
+            match format.as_deref() {
+                None | Some("") => writeln!(out, "{}", serde_json::to_string_pretty(&docs)?)?,
+                Some(t) => {
+                    for d in &docs {
+                        writeln!(out, "{}", ctr::render_template(t, d)?)?;
+                    }
+                }
+            }
             return Ok(failed as i32);
         }
         Cmd::History {

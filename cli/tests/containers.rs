@@ -107,6 +107,12 @@ fn nginx_session_like_docker() {
     assert!(row.contains("Up "), "{ps}");
     assert!(row.contains(&format!("0.0.0.0:{port}->80/tcp")), "{ps}");
     assert_eq!(d.berth(&["ps", "-q"]).ok().stdout().trim(), &id[..12]);
+    assert_eq!(
+        d.berth(&["inspect", "-f", "{{.Name}} {{.State.Status}}", "web"])
+            .ok()
+            .stdout(),
+        "/web running\n"
+    );
     let json = d.berth(&["ps", "--format", "json"]).ok().stdout();
     let v: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
     assert_eq!(v["Names"], "web");
