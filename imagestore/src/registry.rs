@@ -32,6 +32,28 @@ pub struct RegistryError(pub String);
 
 impl From<oci_client::errors::OciDistributionError> for RegistryError {
     fn from(e: oci_client::errors::OciDistributionError) -> Self {
+        if let oci_client::errors::OciDistributionError::RegistryError { envelope, url } = &e {
+            // What the registry said, as docker prints it: "manifest unknown: <message>".
+            let what: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|x| {
+                    let code = serde_json::to_string(&x.code)
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_lowercase()
+                        .replace('_', " ");
+                    if x.message.is_empty() || x.message.eq_ignore_ascii_case(&code) {
+                        code
+                    } else {
+                        format!("{code}: {}", x.message)
+                    }
+                })
+                .collect();
+            return RegistryError(
+                format!("{} ({url})", what.join("; ")).replace(['\n', '\r'], " "),
+            );
+        }
         let mut msg = e.to_string();
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
