@@ -145,3 +145,4 @@ fast_none = min(med["podman run --rm --network none"], med["ctr run --rm"])
 print(f"no network: berth / faster of podman and ctr: {med['berth run --rm --network none'] / fast_none:.2f}x")
 print(f"bridge network (CNI bridge+portmap): berth / podman: {med['berth run --rm'] / med['podman run --rm']:.2f}x")
 EOF
+python3 benches/report.py container-run "$OUT/container-run.json" >/dev/null
