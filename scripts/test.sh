@@ -41,6 +41,10 @@ leftovers() {
   find /sys/fs/cgroup -mindepth 2 -type d \( -path '*/berth-test/*' -o -path '*/berth/*' -o -path '*/berth-bench*' \) \
     2>/dev/null | sed 's/^/cgroup: /' || true
   pgrep -a '^berth' | sed 's/^/process: /' || true
+  # Bridges of berthd's tests (bt<n>, see cli/tests/common) and of the network tests, with
+  # the veths on them.
+  ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(bt[0-9]+|berth[0-9]+|btn[0-9a-z]*)(@|$)' \
+    | sed 's/^/link: /' || true
   grep -l -e '/berth-test/' -e ':/berth/' /proc/[0-9]*/cgroup 2>/dev/null \
     | sed 's|/proc/\([0-9]*\)/cgroup|process in a berth cgroup: \1|' || true
 }

@@ -744,3 +744,73 @@ fn restart_policies_and_lifecycle_verbs() {
     d.berth(&["rm", "-f", "verbs", "flaky"]).ok();
     assert_clean(&d, &[]);
 }
+
+/// Runs `berth ARGS` on a pseudo-terminal (util-linux `script`), as a user at a terminal does.
+fn on_a_tty(d: &Daemon, args: &str) -> (Option<i32>, String) {
+    let line = format!(
+        "{} -H unix://{} {args}",
+        common::bin("berth").display(),
+        d.sock().display()
+    );
+    let o = Command::new("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).replace('\r', ""),
+    )
+}
+
+#[test]
+fn exec_and_run_with_a_terminal() {
+    let d = Daemon::with_containers("tty", 6);
+    d.berth(&["pull", "-q", &busybox()]).ok();
+    let bb = busybox();
+    d.berth(&["run", "-d", "--name", "box", &bb, "sleep", "1000"])
+        .ok();
+    // exec -it: the process gets a terminal; its exit code comes back.
+    let (code, out) = on_a_tty(&d, "exec -it box sh -c 'tty; stty size; exit 4'");
+    assert_eq!(code, Some(4), "{out}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    // run -it --rm: the same for the container's own process, then it is gone.
+    let (code, out) = on_a_tty(
+        &d,
+        &format!("run -it --rm {bb} sh -c 'test -t 0 && test -t 1 && echo on-a-tty; exit 6'"),
+    );
+    assert_eq!(code, Some(6), "{out}");
+    assert!(out.contains("on-a-tty"), "{out}");
+    let all = d.berth(&["ps", "-aq"]).ok().stdout();
+    assert_eq!(all.lines().count(), 1, "{all}");
+    d.berth(&["rm", "-f", "box"]).ok();
+    assert_clean(&d, &[]);
+}
+
+#[test]
+fn a_full_disk_is_one_line_and_leaves_nothing() {
+    let d = Daemon::with_containers_sized("diskfull", 7, Some("24m"));
+    d.berth(&["pull", "-q", &busybox()]).ok();
+    let bb = busybox();
+    let before = d.berth(&["ps", "-aq"]).ok().stdout();
+    // Fill the store's file system.
+    let filler = d.dir.join("root/filler");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=64"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(Stdio::null())
+        .status();
+    let o = d.berth(&["run", "-d", &bb, "sh", "-c", "echo x > /f; sleep 100"]);
+    let err = o.stderr();
+    assert_eq!(o.0.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    // Nothing half made remains, and with space again everything works (berthd reopens its
+    // database, which an I/O error leaves unusable).
+    assert_eq!(d.berth(&["ps", "-aq"]).ok().stdout(), before);
+    assert_clean(&d, &[]);
+    std::fs::remove_file(&filler).unwrap();
+    let o = d.berth(&["run", "--rm", &bb, "echo", "fine"]).ok();
+    assert_eq!(o.stdout(), "fine\n");
+    assert_clean(&d, &[]);
+}

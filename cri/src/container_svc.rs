@@ -27,6 +27,7 @@ fn pump_output<F>(
     mut from: Streaming<shim::AttachOut>,
     tx: mpsc::Sender<Result<AttachOutput, Status>>,
     guard: Option<containers::AttachGuard>,
+    done: Arc<tokio::sync::Notify>,
     exit: F,
 ) where
     F: std::future::Future<Output = Option<i32>> + Send + 'static,
@@ -54,6 +55,10 @@ fn pump_output<F>(
                 }
             }
         }
+        // Close the stream to the shim now, both ways: the shim ends once its clients are
+        // gone, and the exit this task waits for may include that end (`run --rm`).
+        drop(from);
+        done.notify_one();
         drop(guard);
         if let Some(code) = exit.await {
             let _ = tx
@@ -67,14 +72,25 @@ fn pump_output<F>(
     });
 }
 
-/// Copies the client's stdin/resize messages to the shim.
-fn pump_input<T, F>(mut from: Streaming<T>, to: mpsc::Sender<shim::AttachIn>, exec_id: String, f: F)
-where
+/// Copies the client's stdin/resize messages to the shim, until the client or the output ends
+/// (`done`).
+fn pump_input<T, F>(
+    mut from: Streaming<T>,
+    to: mpsc::Sender<shim::AttachIn>,
+    exec_id: String,
+    done: Arc<tokio::sync::Notify>,
+    f: F,
+) where
     T: Send + 'static,
     F: Fn(T) -> (Vec<u8>, bool, u32, u32) + Send + 'static,
 {
     tokio::spawn(async move {
-        while let Ok(Some(m)) = from.message().await {
+        loop {
+            let m = tokio::select! {
+                m = from.message() => m,
+                _ = done.notified() => return,
+            };
+            let Ok(Some(m)) = m else { break };
             let (data, close, w, h) = f(m);
             let msg = shim::AttachIn {
                 exec_id: exec_id.clone(),
@@ -147,9 +163,14 @@ impl Containers for ContainerService {
         } else {
             self.m.attach(&first.id, stdin_rx).await?
         };
-        pump_input(inbound, stdin_tx, String::new(), |m: AttachInput| {
-            (m.stdin, m.close_stdin, m.width, m.height)
-        });
+        let done = Arc::new(tokio::sync::Notify::new());
+        pump_input(
+            inbound,
+            stdin_tx,
+            String::new(),
+            done.clone(),
+            |m: AttachInput| (m.stdin, m.close_stdin, m.width, m.height),
+        );
         let (tx, rx) = mpsc::channel(64);
         let _ = tx
             .send(Ok(AttachOutput {
@@ -157,7 +178,7 @@ impl Containers for ContainerService {
                 ..Default::default()
             }))
             .await;
-        pump_output(out, tx, guard, async move {
+        pump_output(out, tx, guard, done, async move {
             exits.wait_for(|(n, _)| *n != seen).await.ok().map(|v| v.1)
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -251,16 +272,21 @@ impl Containers for ContainerService {
             .await
             .map_err(|_| Status::internal("exec channel"))?;
         let out = containers::attach_shim(&mut sh, stdin_rx).await?;
-        pump_input(inbound, stdin_tx, exec_id.clone(), |m: ExecInput| {
-            (m.data, m.close_stdin, m.width, m.height)
-        });
+        let done = Arc::new(tokio::sync::Notify::new());
+        pump_input(
+            inbound,
+            stdin_tx,
+            exec_id.clone(),
+            done.clone(),
+            |m: ExecInput| (m.data, m.close_stdin, m.width, m.height),
+        );
         let _ = tx
             .send(Ok(AttachOutput {
                 attached: true,
                 ..Default::default()
             }))
             .await;
-        pump_output(out, tx, None, async move {
+        pump_output(out, tx, None, done, async move {
             let code = sh
                 .wait(shim::ProcessRef {
                     exec_id: exec_id.clone(),

@@ -997,6 +997,8 @@ impl Manager {
                     None
                 }
             };
+            // Our connection must not keep the shim alive through its teardown.
+            drop(shim);
             self.handle_exit(&e, exit).await;
         });
     }
@@ -1126,6 +1128,9 @@ impl Manager {
     async fn teardown(&self, e: &Entry, _exited: bool) {
         let r = e.get();
         let shim_dir = self.shim_dir(&r.id);
+        let shim_pid = std::fs::read_to_string(shim_dir.join(berth_shim::PID_FILE))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok());
         let mut shim_gone = true;
         if shim_dir.join(berth_shim::SOCKET).exists() {
             if let Ok(mut shim) = berth_shim::connect(&shim_dir).await {
@@ -1142,16 +1147,17 @@ impl Manager {
         }
         if !shim_gone {
             // The shim is not answering: end it (by the pid it wrote; it is ours).
-            if let Ok(pid) = std::fs::read_to_string(shim_dir.join(berth_shim::PID_FILE)) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    if is_our_shim(pid, &r.id) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
+            if let Some(pid) = shim_pid.filter(|p| is_our_shim(*p, &r.id)) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
+        }
+        // Done when the shim is: no berth process of this container outlives its teardown
+        // (and a restart's new shim never meets the old one in the same directory).
+        if let Some(pid) = shim_pid {
+            wait_shim_gone(pid, &r.id, Duration::from_secs(2)).await;
         }
         // Whatever the shim did not get to: the runtime's state, the cgroup, the processes.
         let root = self.runtime_root();
@@ -1566,6 +1572,34 @@ fn is_mountpoint(p: &Path) -> bool {
 }
 
 /// Whether `pid` is the berth-shim of `id` (checked before ending it: we end only our own).
+/// Waits (at most `limit`) until the shim `pid` of container `id` has exited: a pidfd says
+/// when, without polling; /proc is polled where pidfds are missing (Linux < 5.3).
+async fn wait_shim_gone(pid: i32, id: &str, limit: Duration) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open(2) returns a new descriptor we own, or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd >= 0 {
+        // SAFETY: fd was just returned by pidfd_open and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // The pid may have been reused before the pidfd was opened: it must still be ours.
+        if !is_our_shim(pid, id) {
+            return;
+        }
+        // SAFETY: the AsyncFd owns `fd`, an open descriptor that stays the same until it drops.
+        let afd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+        };
+        if let Ok(afd) = afd {
+            let _ = tokio::time::timeout(limit, afd.readable()).await;
+            return;
+        }
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    while is_our_shim(pid, id) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 fn is_our_shim(pid: i32, id: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {

@@ -127,7 +127,15 @@ pub struct SnapshotRecord {
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Metadata {
-    db: Arc<redb::Database>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: std::path::PathBuf,
+    db: std::sync::RwLock<Option<Arc<redb::Database>>>,
+    /// An I/O error (a full disk, say) poisons a redb database until it is opened again:
+    /// the next transaction reopens it first.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Metadata {
@@ -179,7 +187,42 @@ impl Metadata {
             txn.open_table(PODS).map_err(db_err)?;
         }
         txn.commit().map_err(db_err)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db: std::sync::RwLock::new(Some(Arc::new(db))),
+                poisoned: std::sync::atomic::AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The database, reopened first if an I/O error poisoned it.
+    fn db(&self) -> Result<Arc<redb::Database>, MetadataError> {
+        use std::sync::atomic::Ordering;
+        if self.inner.poisoned.load(Ordering::SeqCst) {
+            let mut g = self.inner.db.write().unwrap_or_else(|e| e.into_inner());
+            if self.inner.poisoned.load(Ordering::SeqCst) {
+                // Close it (the last reference goes once running transactions end), then open.
+                *g = None;
+                let db = redb::Database::create(&self.inner.path).map_err(db_err)?;
+                *g = Some(Arc::new(db));
+                self.inner.poisoned.store(false, Ordering::SeqCst);
+            }
+        }
+        let g = self.inner.db.read().unwrap_or_else(|e| e.into_inner());
+        g.clone()
+            .ok_or_else(|| MetadataError::Db("database closed after an I/O error".into()))
+    }
+
+    /// [`db_err`], noting an I/O error so that the database is reopened.
+    fn fail(&self, e: impl Into<redb::Error>) -> MetadataError {
+        let e: redb::Error = e.into();
+        if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+            self.inner
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        db_err(e)
     }
 
     fn get<T: DeserializeOwned>(
@@ -187,9 +230,9 @@ impl Metadata {
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, MetadataError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(table).map_err(db_err)?;
-        match t.get(key).map_err(db_err)? {
+        let txn = self.db()?.begin_read().map_err(|e| self.fail(e))?;
+        let t = txn.open_table(table).map_err(|e| self.fail(e))?;
+        match t.get(key).map_err(|e| self.fail(e))? {
             Some(v) => Ok(Some(decode(key, v.value())?)),
             None => Ok(None),
         }
@@ -199,11 +242,11 @@ impl Metadata {
         &self,
         table: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<(String, T)>, MetadataError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let t = txn.open_table(table).map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(|e| self.fail(e))?;
+        let t = txn.open_table(table).map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
-        for item in t.iter().map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
+        for item in t.iter().map_err(|e| self.fail(e))? {
+            let (k, v) = item.map_err(|e| self.fail(e))?;
             out.push((k.value().to_string(), decode(k.value(), v.value())?));
         }
         Ok(out)
@@ -221,26 +264,26 @@ impl Metadata {
 
     /// Creates or replaces the image named `rec.name`.
     pub fn put_image(&self, rec: &ImageRecord) -> Result<(), MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         txn.open_table(IMAGES)
-            .map_err(db_err)?
+            .map_err(|e| self.fail(e))?
             .insert(rec.name.as_str(), encode(rec).as_slice())
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)
+            .map_err(|e| self.fail(e))?;
+        txn.commit().map_err(|e| self.fail(e))
     }
 
     /// Removes an image name; returns the record it had.
     pub fn remove_image(&self, name: &str) -> Result<Option<ImageRecord>, MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         let old = {
-            let mut t = txn.open_table(IMAGES).map_err(db_err)?;
-            let old = t.remove(name).map_err(db_err)?;
+            let mut t = txn.open_table(IMAGES).map_err(|e| self.fail(e))?;
+            let old = t.remove(name).map_err(|e| self.fail(e))?;
             match old {
                 Some(v) => Some(decode::<ImageRecord>(name, v.value())?),
                 None => None,
             }
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.fail(e))?;
         Ok(old)
     }
 
@@ -256,34 +299,35 @@ impl Metadata {
 
     /// Allocates the next snapshot directory number (never reused).
     pub fn next_snapshot_id(&self) -> Result<u64, MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         let id = {
-            let mut meta = txn.open_table(META).map_err(db_err)?;
-            let id = match meta.get("next_snapshot_id").map_err(db_err)? {
+            let mut meta = txn.open_table(META).map_err(|e| self.fail(e))?;
+            let id = match meta.get("next_snapshot_id").map_err(|e| self.fail(e))? {
                 Some(v) => decode::<u64>("next_snapshot_id", v.value())?,
                 None => 1,
             };
             meta.insert("next_snapshot_id", encode(&(id + 1)).as_slice())
-                .map_err(db_err)?;
+                .map_err(|e| self.fail(e))?;
             id
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.fail(e))?;
         Ok(id)
     }
 
     /// Inserts a snapshot record unless the key exists; returns false if it did.
     pub fn insert_snapshot(&self, key: &str, rec: &SnapshotRecord) -> Result<bool, MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         let inserted = {
-            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-            if t.get(key).map_err(db_err)?.is_some() {
+            let mut t = txn.open_table(SNAPSHOTS).map_err(|e| self.fail(e))?;
+            if t.get(key).map_err(|e| self.fail(e))?.is_some() {
                 false
             } else {
-                t.insert(key, encode(rec).as_slice()).map_err(db_err)?;
+                t.insert(key, encode(rec).as_slice())
+                    .map_err(|e| self.fail(e))?;
                 true
             }
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.fail(e))?;
         Ok(inserted)
     }
 
@@ -294,52 +338,56 @@ impl Metadata {
         new: &str,
         rec: &SnapshotRecord,
     ) -> Result<bool, MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         let ok = {
-            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-            if t.get(new).map_err(db_err)?.is_some() {
+            let mut t = txn.open_table(SNAPSHOTS).map_err(|e| self.fail(e))?;
+            if t.get(new).map_err(|e| self.fail(e))?.is_some() {
                 false
             } else {
-                t.remove(old).map_err(db_err)?;
-                t.insert(new, encode(rec).as_slice()).map_err(db_err)?;
+                t.remove(old).map_err(|e| self.fail(e))?;
+                t.insert(new, encode(rec).as_slice())
+                    .map_err(|e| self.fail(e))?;
                 true
             }
         };
         if ok {
-            txn.commit().map_err(db_err)?;
+            txn.commit().map_err(|e| self.fail(e))?;
         }
         Ok(ok)
     }
 
     /// Removes a snapshot record.
     pub fn remove_snapshot(&self, key: &str) -> Result<Option<SnapshotRecord>, MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         let old = {
-            let mut t = txn.open_table(SNAPSHOTS).map_err(db_err)?;
-            let old = t.remove(key).map_err(db_err)?;
+            let mut t = txn.open_table(SNAPSHOTS).map_err(|e| self.fail(e))?;
+            let old = t.remove(key).map_err(|e| self.fail(e))?;
             match old {
                 Some(v) => Some(decode::<SnapshotRecord>(key, v.value())?),
                 None => None,
             }
         };
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.fail(e))?;
         Ok(old)
     }
 
     /// A daemon record.
     pub fn record(&self, t: Records, key: &str) -> Result<Option<Vec<u8>>, MetadataError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(t.table()).map_err(db_err)?;
-        Ok(table.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+        let txn = self.db()?.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(t.table()).map_err(|e| self.fail(e))?;
+        Ok(table
+            .get(key)
+            .map_err(|e| self.fail(e))?
+            .map(|v| v.value().to_vec()))
     }
 
     /// All records of a table, by key.
     pub fn records(&self, t: Records) -> Result<Vec<(String, Vec<u8>)>, MetadataError> {
-        let txn = self.db.begin_read().map_err(db_err)?;
-        let table = txn.open_table(t.table()).map_err(db_err)?;
+        let txn = self.db()?.begin_read().map_err(|e| self.fail(e))?;
+        let table = txn.open_table(t.table()).map_err(|e| self.fail(e))?;
         let mut out = Vec::new();
-        for item in table.iter().map_err(db_err)? {
-            let (k, v) = item.map_err(db_err)?;
+        for item in table.iter().map_err(|e| self.fail(e))? {
+            let (k, v) = item.map_err(|e| self.fail(e))?;
             out.push((k.value().to_string(), v.value().to_vec()));
         }
         Ok(out)
@@ -347,24 +395,24 @@ impl Metadata {
 
     /// Writes a record (one transaction: the old value or the new one survives a crash).
     pub fn put_record(&self, t: Records, key: &str, value: &[u8]) -> Result<(), MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         txn.open_table(t.table())
-            .map_err(db_err)?
+            .map_err(|e| self.fail(e))?
             .insert(key, value)
-            .map_err(db_err)?;
-        txn.commit().map_err(db_err)
+            .map_err(|e| self.fail(e))?;
+        txn.commit().map_err(|e| self.fail(e))
     }
 
     /// Removes a record; true if it existed.
     pub fn remove_record(&self, t: Records, key: &str) -> Result<bool, MetadataError> {
-        let txn = self.db.begin_write().map_err(db_err)?;
+        let txn = self.db()?.begin_write().map_err(|e| self.fail(e))?;
         let existed = txn
             .open_table(t.table())
-            .map_err(db_err)?
+            .map_err(|e| self.fail(e))?
             .remove(key)
-            .map_err(db_err)?
+            .map_err(|e| self.fail(e))?
             .is_some();
-        txn.commit().map_err(db_err)?;
+        txn.commit().map_err(|e| self.fail(e))?;
         Ok(existed)
     }
 }
@@ -382,7 +430,8 @@ mod tests {
         {
             let m = Metadata::open(&path).unwrap();
             assert_eq!(m.record(Records::Containers, "a").unwrap(), None);
-            m.put_record(Records::Containers, "a", b"{\"x\":1}").unwrap();
+            m.put_record(Records::Containers, "a", b"{\"x\":1}")
+                .unwrap();
             m.put_record(Records::Containers, "b", b"{}").unwrap();
             m.put_record(Records::Pods, "p", b"{}").unwrap();
             assert!(m.remove_record(Records::Containers, "b").unwrap());

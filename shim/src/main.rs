@@ -395,7 +395,7 @@ fn serve(r: Ready) -> std::io::Result<()> {
         let grace = async {
             shim.shutdown_requested().await;
             // Let the answer to Shutdown go out; do not wait for clients that stay.
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         };
         tokio::select! {
             r = server => r.map_err(std::io::Error::other)?,

@@ -66,10 +66,29 @@ impl Daemon {
     /// A daemon that runs containers: its own bridge `bt<n>` and subnet 10.210.<n>.0/24 (so
     /// tests run in parallel), logs under its dir. `n` must be unique among the tests.
     pub fn with_containers(name: &str, n: u8) -> Daemon {
+        Self::with_containers_sized(name, n, None)
+    }
+
+    /// [`Daemon::with_containers`] with the store on a tmpfs of `size`.
+    pub fn with_containers_sized(name: &str, n: u8, size: Option<&str>) -> Daemon {
         let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
         umount_under(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("root")).unwrap();
+        if let Some(size) = size {
+            let ok = Command::new("mount")
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size}"),
+                    "berth-test-store",
+                ])
+                .arg(dir.join("root"))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
         std::fs::write(
             dir.join("config.toml"),
             format!(
@@ -129,10 +148,11 @@ impl Daemon {
             }
         }
         // The netns directory is a shared bind mount of itself (as /run/netns is for `ip
-        // netns`), there while berthd runs; the pins inside it are what must not stay.
+        // netns`), there while berthd runs; the pins inside it are what must not stay. `root`
+        // is the test's own tmpfs when it has one.
         let netns_dir = self.dir.join("state/net/netns");
         for m in mounts_under(&self.dir) {
-            if Path::new(&m) == netns_dir {
+            if Path::new(&m) == netns_dir || Path::new(&m) == self.dir.join("root") {
                 continue;
             }
             out.push(format!("mount: {m}"));
