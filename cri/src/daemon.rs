@@ -62,6 +62,11 @@ pub async fn run(o: Options) -> Result<()> {
         p.exists().then_some(p)
     });
     let dcfg = DaemonConfig::load(config_path.as_deref())?;
+    let cni_conf_dir = dcfg
+        .cri
+        .cni_conf_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/etc/cni/net.d"));
     let cfg = dcfg.resolve(&o)?;
     tracing::info!(
         runtime = %cfg.runtime.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "library".into()),
@@ -86,7 +91,15 @@ pub async fn run(o: Options) -> Result<()> {
         containers: Some(manager.clone()),
     };
     let csvc = ContainerService { m: manager };
-    let shutdown = async {
+    let cri_images = crate::cri_service::CriImages {
+        store: svc.store.clone(),
+    };
+    let cri_runtime = crate::cri_service::CriRuntime {
+        cni_conf_dir: cni_conf_dir.clone(),
+    };
+    let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop = stopping.clone();
+    let shutdown = async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -95,20 +108,42 @@ pub async fn run(o: Options) -> Result<()> {
             _ = int.recv() => {}
         }
         tracing::info!("shutting down");
+        stop.notify_one();
     };
-    let served = tonic::transport::Server::builder()
+    // Calls in progress get a few seconds to finish; clients that keep their connections open
+    // (a kubelet always does) do not hold berthd up.
+    let grace = async move {
+        stopping.notified().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tracing::warn!("calls still open after {SHUTDOWN_GRACE:?}: stopping anyway");
+    };
+    let server = tonic::transport::Server::builder()
         .add_service(ImagesServer::new(svc).max_decoding_message_size(64 << 20))
         .add_service(ContainersServer::new(csvc).max_decoding_message_size(64 << 20))
+        .add_service(
+            crate::cri_service::RuntimeServiceServer::new(cri_runtime)
+                .max_decoding_message_size(16 << 20),
+        )
+        .add_service(
+            crate::cri_service::ImageServiceServer::new(cri_images)
+                .max_decoding_message_size(16 << 20),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
-        )
-        .await;
+        );
+    let served = tokio::select! {
+        r = server => r,
+        _ = grace => Ok(()),
+    };
     let _ = std::fs::remove_file(&o.address);
     let _ = std::fs::remove_file(o.state.join("berthd.pid"));
     served.context("serve")?;
     Ok(())
 }
+
+/// How long berthd waits for calls in progress when it is told to stop.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The `[daemon]` and `[network]` sections of config.toml (the `[registry]` section belongs to
 /// the image store). Every key is optional; docs/config.md lists them with their defaults.
@@ -118,6 +153,15 @@ struct DaemonConfig {
     daemon: DaemonSection,
     #[serde(default)]
     network: NetworkSection,
+    #[serde(default)]
+    cri: CriSection,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CriSection {
+    /// Where the CRI looks for CNI network configurations (default /etc/cni/net.d).
+    cni_conf_dir: Option<PathBuf>,
 }
 
 #[derive(serde::Deserialize, Default)]

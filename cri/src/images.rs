@@ -25,6 +25,16 @@ pub fn status(e: StoreError) -> Status {
         StoreError::ImageNotFound(_) => Status::not_found(msg),
         StoreError::Reference(_) => Status::invalid_argument(msg),
         StoreError::Login { .. } | StoreError::Auth(_) => Status::permission_denied(msg),
+        // What the registry says about a name or tag it does not have.
+        StoreError::Pull {
+            cause: berth_imagestore::PullCause::Registry(_),
+            ..
+        } if ["manifest unknown", "name unknown"]
+            .iter()
+            .any(|w| msg.contains(w)) =>
+        {
+            Status::not_found(msg)
+        }
         _ => Status::unknown(msg),
     }
 }

@@ -1,0 +1,628 @@
+//! The Kubernetes CRI v1 API on berthd's socket (types from the `k8s-cri` crate).
+//!
+//! Done: the ImageService on the image store (PullImage, ImageStatus, ListImages, RemoveImage,
+//! ImageFsInfo) and the RuntimeService's Version and Status. Pod sandboxes, containers,
+//! streaming, stats and events are not implemented yet: those RPCs answer `Unimplemented`
+//! with the name of the call, never a panic.
+
+use berth_imagestore::metadata::ImageRecord;
+use berth_imagestore::Store;
+use k8s_cri::v1;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tonic::{Request, Response, Status};
+
+pub use v1::image_service_server::ImageServiceServer;
+pub use v1::runtime_service_server::RuntimeServiceServer;
+
+/// The CRI version berth speaks.
+pub const CRI_API_VERSION: &str = "v1";
+
+fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!("{rpc} is not implemented by berthd yet"))
+}
+
+/// The RuntimeService.
+pub struct CriRuntime {
+    /// Where CNI network configurations are looked for (default /etc/cni/net.d).
+    pub cni_conf_dir: PathBuf,
+}
+
+/// The first CNI network configuration in `dir` (`*.conf`, `*.conflist`, `*.json`, by name,
+/// as the kubelet's runtimes pick it), if any.
+pub fn first_cni_config(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            ) && p.is_file()
+        })
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+fn condition(kind: &str, ready: bool, reason: &str, message: String) -> v1::RuntimeCondition {
+    v1::RuntimeCondition {
+        r#type: kind.into(),
+        status: ready,
+        reason: reason.into(),
+        message,
+    }
+}
+
+#[tonic::async_trait]
+impl v1::runtime_service_server::RuntimeService for CriRuntime {
+    async fn version(
+        &self,
+        _: Request<v1::VersionRequest>,
+    ) -> Result<Response<v1::VersionResponse>, Status> {
+        Ok(Response::new(v1::VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: "berth".into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: CRI_API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        req: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let network = match first_cni_config(&self.cni_conf_dir) {
+            Some(_) => condition("NetworkReady", true, "", String::new()),
+            None => condition(
+                "NetworkReady",
+                false,
+                "NetworkPluginNotReady",
+                format!(
+                    "Network plugin returns error: no CNI network configuration in {}",
+                    self.cni_conf_dir.display()
+                ),
+            ),
+        };
+        let mut info = HashMap::new();
+        if req.get_ref().verbose {
+            info.insert(
+                "config".into(),
+                serde_json::json!({ "cniConfDir": self.cni_conf_dir }).to_string(),
+            );
+        }
+        Ok(Response::new(v1::StatusResponse {
+            status: Some(v1::RuntimeStatus {
+                conditions: vec![condition("RuntimeReady", true, "", String::new()), network],
+            }),
+            info,
+            ..Default::default()
+        }))
+    }
+
+    type GetContainerEventsStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<v1::ContainerEventResponse, Status>> + Send>,
+    >;
+
+    async fn get_container_events(
+        &self,
+        _: Request<v1::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(not_yet("GetContainerEvents"))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _: Request<v1::RunPodSandboxRequest>,
+    ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
+        Err(not_yet("RunPodSandbox"))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _: Request<v1::StopPodSandboxRequest>,
+    ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
+        Err(not_yet("StopPodSandbox"))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _: Request<v1::RemovePodSandboxRequest>,
+    ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
+        Err(not_yet("RemovePodSandbox"))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _: Request<v1::PodSandboxStatusRequest>,
+    ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
+        Err(not_yet("PodSandboxStatus"))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _: Request<v1::ListPodSandboxRequest>,
+    ) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
+        Err(not_yet("ListPodSandbox"))
+    }
+
+    async fn create_container(
+        &self,
+        _: Request<v1::CreateContainerRequest>,
+    ) -> Result<Response<v1::CreateContainerResponse>, Status> {
+        Err(not_yet("CreateContainer"))
+    }
+
+    async fn start_container(
+        &self,
+        _: Request<v1::StartContainerRequest>,
+    ) -> Result<Response<v1::StartContainerResponse>, Status> {
+        Err(not_yet("StartContainer"))
+    }
+
+    async fn stop_container(
+        &self,
+        _: Request<v1::StopContainerRequest>,
+    ) -> Result<Response<v1::StopContainerResponse>, Status> {
+        Err(not_yet("StopContainer"))
+    }
+
+    async fn remove_container(
+        &self,
+        _: Request<v1::RemoveContainerRequest>,
+    ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
+        Err(not_yet("RemoveContainer"))
+    }
+
+    async fn list_containers(
+        &self,
+        _: Request<v1::ListContainersRequest>,
+    ) -> Result<Response<v1::ListContainersResponse>, Status> {
+        Err(not_yet("ListContainers"))
+    }
+
+    async fn container_status(
+        &self,
+        _: Request<v1::ContainerStatusRequest>,
+    ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
+        Err(not_yet("ContainerStatus"))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _: Request<v1::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
+        Err(not_yet("UpdateContainerResources"))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _: Request<v1::ReopenContainerLogRequest>,
+    ) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
+        Err(not_yet("ReopenContainerLog"))
+    }
+
+    async fn exec_sync(
+        &self,
+        _: Request<v1::ExecSyncRequest>,
+    ) -> Result<Response<v1::ExecSyncResponse>, Status> {
+        Err(not_yet("ExecSync"))
+    }
+
+    async fn exec(
+        &self,
+        _: Request<v1::ExecRequest>,
+    ) -> Result<Response<v1::ExecResponse>, Status> {
+        Err(not_yet("Exec"))
+    }
+
+    async fn attach(
+        &self,
+        _: Request<v1::AttachRequest>,
+    ) -> Result<Response<v1::AttachResponse>, Status> {
+        Err(not_yet("Attach"))
+    }
+
+    async fn port_forward(
+        &self,
+        _: Request<v1::PortForwardRequest>,
+    ) -> Result<Response<v1::PortForwardResponse>, Status> {
+        Err(not_yet("PortForward"))
+    }
+
+    async fn container_stats(
+        &self,
+        _: Request<v1::ContainerStatsRequest>,
+    ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
+        Err(not_yet("ContainerStats"))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _: Request<v1::ListContainerStatsRequest>,
+    ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
+        Err(not_yet("ListContainerStats"))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _: Request<v1::PodSandboxStatsRequest>,
+    ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
+        Err(not_yet("PodSandboxStats"))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _: Request<v1::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
+        Err(not_yet("ListPodSandboxStats"))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _: Request<v1::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
+        Err(not_yet("UpdateRuntimeConfig"))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _: Request<v1::CheckpointContainerRequest>,
+    ) -> Result<Response<v1::CheckpointContainerResponse>, Status> {
+        Err(not_yet("CheckpointContainer"))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _: Request<v1::ListMetricDescriptorsRequest>,
+    ) -> Result<Response<v1::ListMetricDescriptorsResponse>, Status> {
+        Err(not_yet("ListMetricDescriptors"))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _: Request<v1::ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<v1::ListPodSandboxMetricsResponse>, Status> {
+        Err(not_yet("ListPodSandboxMetrics"))
+    }
+
+    async fn runtime_config(
+        &self,
+        _: Request<v1::RuntimeConfigRequest>,
+    ) -> Result<Response<v1::RuntimeConfigResponse>, Status> {
+        Err(not_yet("RuntimeConfig"))
+    }
+}
+
+/// The ImageService, on berthd's image store.
+pub struct CriImages {
+    pub store: Store,
+}
+
+/// `repo@sha256:…` of a normalized name and its manifest digest.
+fn repo_digest(name: &str, manifest: &str) -> String {
+    let repo = match name.rsplit_once(':') {
+        Some((r, tag)) if !tag.contains('/') => r,
+        _ => name,
+    };
+    let repo = repo.split('@').next().unwrap_or(repo);
+    format!("{repo}@{manifest}")
+}
+
+/// The CRI images: records grouped by image id (the config digest), as containerd does.
+fn group(records: Vec<ImageRecord>) -> BTreeMap<String, Vec<ImageRecord>> {
+    let mut by_id: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
+    for r in records {
+        by_id.entry(r.config.to_string()).or_default().push(r);
+    }
+    by_id
+}
+
+impl CriImages {
+    async fn to_cri(&self, id: &str, recs: &[ImageRecord]) -> v1::Image {
+        let mut tags: Vec<String> = recs
+            .iter()
+            .filter(|r| !r.name.contains('@'))
+            .map(|r| r.name.clone())
+            .collect();
+        tags.sort();
+        let mut digests: Vec<String> = recs
+            .iter()
+            .map(|r| repo_digest(&r.name, &r.manifest.to_string()))
+            .collect();
+        digests.sort();
+        digests.dedup();
+        let user = match recs.first() {
+            Some(r) => self
+                .store
+                .config(&r.name)
+                .await
+                .map(|c| c.user.unwrap_or_default())
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let user = user.split(':').next().unwrap_or("").to_string();
+        let (uid, username) = match user.parse::<i64>() {
+            Ok(n) => (Some(v1::Int64Value { value: n }), String::new()),
+            Err(_) if user.is_empty() => (Some(v1::Int64Value { value: 0 }), String::new()),
+            Err(_) => (None, user),
+        };
+        v1::Image {
+            id: id.to_string(),
+            repo_tags: tags,
+            repo_digests: digests,
+            size: recs.first().map(|r| r.size).unwrap_or(0),
+            uid,
+            username,
+            spec: Some(v1::ImageSpec {
+                image: id.to_string(),
+                ..Default::default()
+            }),
+            pinned: false,
+        }
+    }
+
+    /// The records of the image `reference` names: a name (normalized as docker does), an id
+    /// (`sha256:…` of the config, or a unique prefix of it without `sha256:`), or
+    /// `repo@sha256:…` of its manifest.
+    async fn find(&self, reference: &str) -> Result<Option<(String, Vec<ImageRecord>)>, Status> {
+        let all = self.store.images().await.map_err(crate::images::status)?;
+        let groups = group(all);
+        let want = reference.trim();
+        if want.is_empty() {
+            return Err(Status::invalid_argument("image: empty reference"));
+        }
+        let hex = want.strip_prefix("sha256:").unwrap_or(want);
+        if want.starts_with("sha256:")
+            || (hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            let hits: Vec<_> = groups
+                .iter()
+                .filter(|(id, _)| id.trim_start_matches("sha256:").starts_with(hex))
+                .collect();
+            if hits.len() == 1 {
+                return Ok(Some((hits[0].0.clone(), hits[0].1.clone())));
+            }
+        }
+        if let Some((repo, digest)) = want.split_once('@') {
+            for (id, recs) in &groups {
+                if recs.iter().any(|r| {
+                    r.manifest.to_string() == digest
+                        && repo_digest(&r.name, digest).starts_with(&normalize_repo(repo))
+                }) {
+                    return Ok(Some((id.clone(), recs.clone())));
+                }
+            }
+            return Ok(None);
+        }
+        let name = match Store::normalize(want) {
+            Ok(n) => n,
+            Err(e) => return Err(Status::invalid_argument(format!("image {want:?}: {e}"))),
+        };
+        for (id, recs) in &groups {
+            if recs.iter().any(|r| r.name == name) {
+                return Ok(Some((id.clone(), recs.clone())));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// `nginx` -> `docker.io/library/nginx`, as a prefix to compare repo digests with.
+fn normalize_repo(repo: &str) -> String {
+    match Store::normalize(&format!("{repo}:x")) {
+        Ok(n) => n.trim_end_matches(":x").to_string(),
+        Err(_) => repo.to_string(),
+    }
+}
+
+fn image_ref(spec: Option<&v1::ImageSpec>) -> Result<&str, Status> {
+    match spec.map(|s| s.image.as_str()) {
+        Some(s) if !s.trim().is_empty() => Ok(s),
+        _ => Err(Status::invalid_argument("image: no image reference given")),
+    }
+}
+
+/// Bytes and inodes used below `dir` (hard links counted once), without following symlinks or
+/// leaving the file system.
+fn usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(dir) else {
+        return (0, 0);
+    };
+    let dev = root.dev();
+    let mut seen = std::collections::HashSet::new();
+    let (mut bytes, mut inodes) = (0u64, 0u64);
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(md) = e.metadata() else { continue };
+            if md.dev() != dev || !seen.insert(md.ino()) {
+                continue;
+            }
+            inodes += 1;
+            bytes += md.blocks() * 512;
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    (bytes, inodes)
+}
+
+#[tonic::async_trait]
+impl v1::image_service_server::ImageService for CriImages {
+    async fn list_images(
+        &self,
+        req: Request<v1::ListImagesRequest>,
+    ) -> Result<Response<v1::ListImagesResponse>, Status> {
+        let filter = req
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        let mut images = Vec::new();
+        match filter {
+            Some(f) => {
+                if let Some((id, recs)) = self.find(&f).await? {
+                    images.push(self.to_cri(&id, &recs).await);
+                }
+            }
+            None => {
+                let all = self.store.images().await.map_err(crate::images::status)?;
+                for (id, recs) in group(all) {
+                    images.push(self.to_cri(&id, &recs).await);
+                }
+            }
+        }
+        Ok(Response::new(v1::ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        req: Request<v1::ImageStatusRequest>,
+    ) -> Result<Response<v1::ImageStatusResponse>, Status> {
+        let req = req.into_inner();
+        let reference = image_ref(req.image.as_ref())?;
+        let Some((id, recs)) = self.find(reference).await? else {
+            // The kubelet asks before pulling: absent is an empty answer, not an error.
+            return Ok(Response::new(v1::ImageStatusResponse::default()));
+        };
+        let image = self.to_cri(&id, &recs).await;
+        let mut info = HashMap::new();
+        if req.verbose {
+            let cfg = self
+                .store
+                .config(&recs[0].name)
+                .await
+                .map_err(crate::images::status)?;
+            info.insert(
+                "info".into(),
+                serde_json::json!({
+                    "imageSpec": { "config": cfg },
+                    "chainID": recs[0].chain_ids.last().map(|c| c.to_string()),
+                })
+                .to_string(),
+            );
+        }
+        Ok(Response::new(v1::ImageStatusResponse {
+            image: Some(image),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        req: Request<v1::PullImageRequest>,
+    ) -> Result<Response<v1::PullImageResponse>, Status> {
+        let req = req.into_inner();
+        let reference = image_ref(req.image.as_ref())?.to_string();
+        if let Some(a) = &req.auth {
+            if !(a.username.is_empty()
+                && a.password.is_empty()
+                && a.auth.is_empty()
+                && a.identity_token.is_empty()
+                && a.registry_token.is_empty())
+            {
+                return Err(Status::unimplemented(
+                    "PullImage with credentials in the request is not implemented by berthd yet \
+                     (berth login, or credentials in /etc/berth/config.toml, are used)",
+                ));
+            }
+        }
+        let rec = self
+            .store
+            .pull(&reference, &Default::default())
+            .await
+            .map_err(crate::images::status)?;
+        Ok(Response::new(v1::PullImageResponse {
+            image_ref: rec.config.to_string(),
+        }))
+    }
+
+    async fn remove_image(
+        &self,
+        req: Request<v1::RemoveImageRequest>,
+    ) -> Result<Response<v1::RemoveImageResponse>, Status> {
+        let req = req.into_inner();
+        let reference = image_ref(req.image.as_ref())?;
+        // Removing an image that is not there succeeds (the kubelet retries removals).
+        if let Some((_, recs)) = self.find(reference).await? {
+            for r in recs {
+                match self.store.remove(&r.name).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        let s = crate::images::status(e);
+                        if s.code() != tonic::Code::NotFound {
+                            return Err(s);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Response::new(v1::RemoveImageResponse {}))
+    }
+
+    async fn image_fs_info(
+        &self,
+        _: Request<v1::ImageFsInfoRequest>,
+    ) -> Result<Response<v1::ImageFsInfoResponse>, Status> {
+        let dir = self.store.root().join("snapshots");
+        let d = dir.clone();
+        let (bytes, inodes) = tokio::task::spawn_blocking(move || usage(&d))
+            .await
+            .map_err(|e| Status::internal(format!("image fs usage: {e}")))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        let fs = v1::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(v1::FilesystemIdentifier {
+                mountpoint: dir.display().to_string(),
+            }),
+            used_bytes: Some(v1::UInt64Value { value: bytes }),
+            inodes_used: Some(v1::UInt64Value { value: inodes }),
+        };
+        Ok(Response::new(v1::ImageFsInfoResponse {
+            image_filesystems: vec![fs.clone()],
+            container_filesystems: vec![fs],
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_digests() {
+        assert_eq!(
+            repo_digest("127.0.0.1:5000/library/nginx:latest", "sha256:ab"),
+            "127.0.0.1:5000/library/nginx@sha256:ab"
+        );
+        assert_eq!(
+            repo_digest("docker.io/library/busybox:1.36", "sha256:cd"),
+            "docker.io/library/busybox@sha256:cd"
+        );
+        assert_eq!(normalize_repo("nginx"), "docker.io/library/nginx");
+    }
+
+    #[test]
+    fn cni_config_choice() {
+        let d = std::env::temp_dir().join(format!("berth-cri-conf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        assert_eq!(first_cni_config(&d), None);
+        std::fs::write(d.join("README"), "").unwrap();
+        std::fs::write(d.join("20-b.conflist"), "{}").unwrap();
+        std::fs::write(d.join("10-a.conf"), "{}").unwrap();
+        assert_eq!(first_cni_config(&d), Some(d.join("10-a.conf")));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}
