@@ -318,3 +318,88 @@ fn full_disk_fails_cleanly_and_keeps_earlier_images() {
     assert!(bundle.join("rootfs/bin/busybox").exists());
     d.berth(&["bundle", "--rm", bundle.to_str().unwrap()]).ok();
 }
+
+/// A private docker-registry on a free loopback port for one test, killed (by its pid) on drop.
+struct PrivateRegistry {
+    addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateRegistry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new("docker-registry");
+        cmd.arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
+            cmd.env_remove(k);
+        }
+        let child = cmd.spawn().expect("docker-registry");
+        let sock: std::net::SocketAddr = addr.parse().unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(100)).is_ok() {
+                return Self {
+                    addr,
+                    child,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("docker-registry did not listen on {addr}");
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn push_then_pull_back_through_the_cli() {
+    let reg = PrivateRegistry::start();
+    let d = Daemon::new("push");
+    let src = format!("{}/library/busybox:latest", registry());
+    d.berth(&["pull", "-q", &src]).ok();
+    let dst = format!("{}/team/box:v1", reg.addr);
+    d.berth(&["tag", &src, &dst]).ok();
+    let out = d.berth(&["push", &dst]).ok().stdout();
+    assert!(out.contains("sha256:"), "{out}");
+    // Gone here, then pulled back from where it was pushed: the same image.
+    let id = |d: &Daemon, name: &str| {
+        d.berth(&["inspect", "--type", "image", "-f", "{{.Id}}", name])
+            .ok()
+            .stdout()
+            .trim()
+            .to_string()
+    };
+    let before = id(&d, &src);
+    d.berth(&["rmi", &dst]).ok();
+    d.berth(&["pull", "-q", &dst]).ok();
+    assert_eq!(id(&d, &dst), before);
+    // A tag the registry does not have: one line, nothing stored.
+    let e = d
+        .berth(&["pull", &format!("{}/team/box:nope", reg.addr)])
+        .one_line_error();
+    assert!(e.contains("manifest unknown"), "{e}");
+}
