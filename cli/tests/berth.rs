@@ -352,7 +352,7 @@ impl PrivateRegistry {
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("REGISTRY_")) {
             cmd.env_remove(k);
         }
-        let child = cmd.spawn().expect("docker-registry");
+        let mut child = cmd.spawn().expect("docker-registry");
         let sock: std::net::SocketAddr = addr.parse().unwrap();
         for _ in 0..100 {
             if std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(100)).is_ok() {
@@ -364,6 +364,8 @@ impl PrivateRegistry {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("docker-registry did not listen on {addr}");
     }
 }
