@@ -315,8 +315,41 @@ pub async fn progress(mut s: Streaming<ProgressEvent>, quiet: bool) -> Result<Pr
     anyhow::bail!("berthd closed the stream without a result")
 }
 
+/// Whether the image `name` (normalized, `docker.io/library/nginx:latest`) is what `docker
+/// images WANT` shows: WANT names a repository (any tag) or `repository:tag`, with docker's
+/// normalization (`nginx` is `docker.io/library/nginx`).
+pub fn repository_matches(want: &str, name: &str) -> bool {
+    fn split(s: &str) -> (&str, Option<&str>) {
+        let slash = s.rfind('/').map(|i| i + 1).unwrap_or(0);
+        match s[slash..].rfind(':') {
+            Some(c) => (&s[..slash + c], Some(&s[slash + c + 1..])),
+            None => (s, None),
+        }
+    }
+    let (repo, tag) = split(want);
+    let repo = match repo.split_once('/') {
+        None => format!("docker.io/library/{repo}"),
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => repo.to_string(),
+        Some(_) => format!("docker.io/{repo}"),
+    };
+    let (nrepo, ntag) = split(name);
+    nrepo == repo && (tag.is_none() || tag == ntag)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repository_filter_like_docker() {
+        let n = "docker.io/library/nginx:latest";
+        assert!(repository_matches("nginx", n));
+        assert!(repository_matches("nginx:latest", n));
+        assert!(!repository_matches("nginx:1.25", n));
+        assert!(!repository_matches("ngin", n));
+        let r = "127.0.0.1:5000/library/busybox:latest";
+        assert!(repository_matches("127.0.0.1:5000/library/busybox", r));
+        assert!(!repository_matches("busybox", r));
+    }
+
     use super::*;
 
     #[test]

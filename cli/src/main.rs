@@ -61,6 +61,8 @@ enum Cmd {
     },
     /// List images
     Images {
+        /// Only this repository (all its tags), or one REPOSITORY:TAG
+        repository: Option<String>,
         /// Only image IDs
         #[arg(short, long)]
         quiet: bool,
@@ -595,12 +597,16 @@ async fn run(cli: Cli) -> Result<i32> {
             writeln!(out, "{}", last.pushed)?;
         }
         Cmd::Images {
+            repository,
             quiet,
             digests,
             no_trunc,
             format,
         } => {
             let mut images = c.list(ListRequest {}).await?.into_inner().images;
+            if let Some(want) = repository {
+                images.retain(|i| fmt::repository_matches(&want, &i.name));
+            }
             images.sort_by(|a, b| a.name.cmp(&b.name));
             fmt::images(&mut out, &images, quiet, digests, no_trunc, &format)?;
         }

@@ -57,6 +57,17 @@ fn pull_every_fixture_tag_and_manage_images() {
         "{table}"
     );
 
+    // `images REPOSITORY[:TAG]` as docker: every tag of a repository, or one.
+    let only = |f: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&d.berth(&["images", "--format", "json", f]).ok().stdout())
+                .unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(only(&format!("{reg}/library/nginx")), 4);
+    assert_eq!(only(&format!("{reg}/library/nginx:v2s2")), 1);
+    assert_eq!(only("nginx"), 0, "nginx is docker.io/library/nginx");
+
     // nginx:latest and nginx:v2s2 are the same image in two manifest formats: same config.
     let ids: Vec<String> = d
         .berth(&["images", "-q"])
