@@ -1,6 +1,6 @@
 //! berthd's CRI v1 API driven the way a kubelet drives it, over the unix socket: Version and
-//! Status, and the ImageService against the fixture registry. (Pods and containers through the
-//! CRI are not implemented yet; those RPCs must answer Unimplemented.)
+//! Status, the ImageService against the fixture registry, pod sandboxes on a real CNI bridge.
+//! (Containers through the CRI are not implemented yet; those RPCs must answer Unimplemented.)
 
 mod common;
 
@@ -97,11 +97,11 @@ async fn version_and_status_as_the_kubelet_reads_them() {
 
     // What is not implemented says so, by name.
     let e = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .list_containers(ListContainersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("ListPodSandbox"), "{}", e.message());
+    assert!(e.message().contains("ListContainers"), "{}", e.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,4 +202,229 @@ async fn images_through_the_cri() {
         .unwrap()
         .into_inner();
     assert!(all.images.is_empty(), "{all:?}");
+}
+
+/// A CNI bridge conflist for the test's pods: bridge `bk<n>`, 10.213.<n>.0/24, IPAM state in
+/// the test's dir. The bridge plugin never deletes its bridge: [`BridgeGone`] does.
+fn write_pod_network(d: &Daemon, n: u8) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": format!("berth-test-{n}"),
+        "plugins": [
+            {
+                "type": "bridge", "bridge": format!("bk{n}"), "isGateway": true, "ipMasq": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": format!("10.213.{n}.0/24") }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }],
+                    "dataDir": d.dir.join("ipam"),
+                },
+            },
+            { "type": "portmap", "capabilities": { "portMappings": true } },
+        ],
+    });
+    std::fs::write(d.dir.join("net.d/10-test.conflist"), conf.to_string()).unwrap();
+}
+
+struct BridgeGone(String);
+
+impl Drop for BridgeGone {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn pod_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
+    let n = 10;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let mut d = daemon("cri-pods", n);
+    write_pod_network(&d, n);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+
+    let id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("web")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let status = |s: PodSandboxStatusResponse| s.status.unwrap();
+    let st = status(
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(st.metadata.as_ref().unwrap().name, "web");
+    let ip = st.network.as_ref().unwrap().ip.clone();
+    assert!(ip.starts_with(&format!("10.213.{n}.")), "{ip}");
+    // The pod's namespace has that address.
+    let pin = d.dir.join(format!("state/cri-net/netns/{id}"));
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", pin.display()))
+        .args(["ip", "-4", "-o", "addr", "show", "eth0"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&ip),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resolv =
+        std::fs::read_to_string(d.dir.join(format!("state/pods/{id}/resolv.conf"))).unwrap();
+    assert!(
+        resolv.contains("nameserver 10.96.0.10") && resolv.contains("ndots:5"),
+        "{resolv}"
+    );
+
+    // The same pod (name, namespace, uid, attempt) twice: refused.
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("web")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{}", e.message());
+
+    // Filters: by label, by state, by id prefix.
+    let list = |f: PodSandboxFilter| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_pod_sandbox(ListPodSandboxRequest { filter: Some(f) })
+                .await
+                .unwrap()
+                .into_inner()
+                .items
+                .len()
+        }
+    };
+    let by_label = |v: &str| PodSandboxFilter {
+        label_selector: [("app".to_string(), v.to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_label("web")).await, 1);
+    assert_eq!(list(by_label("db")).await, 0);
+    let not_ready = PodSandboxFilter {
+        state: Some(PodSandboxStateValue {
+            state: PodSandboxState::SandboxNotready as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(list(not_ready.clone()).await, 0);
+    let by_id = PodSandboxFilter {
+        id: id[..12].to_string(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_id).await, 1);
+
+    // kill -9 of berthd: the pod and its IP are reported the same afterwards.
+    d.kill9();
+    d.start();
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let again = status(
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(again.network.unwrap().ip, ip);
+    assert_eq!(again.state, PodSandboxState::SandboxReady as i32);
+
+    // Stop (twice: idempotent): not ready, no IP, the namespace and the address released —
+    // with the configuration the pod was attached with, though the file is gone meanwhile.
+    std::fs::remove_file(d.dir.join("net.d/10-test.conflist")).unwrap();
+    for _ in 0..2 {
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let st = status(
+        rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    assert_eq!(st.state, PodSandboxState::SandboxNotready as i32);
+    assert_eq!(st.network.unwrap().ip, "");
+    assert!(!pin.exists());
+    let leased = std::fs::read_dir(d.dir.join(format!("ipam/berth-test-{n}")))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10.213."))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leased, 0, "host-local still holds an address");
+
+    // Remove (twice: idempotent), then it is unknown.
+    for _ in 0..2 {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let e = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(!d.dir.join(format!("state/pods/{id}")).exists());
+
+    // Bad requests: the codes the kubelet expects.
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: "nosuch".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    let left = d.leftovers();
+    assert!(left.is_empty(), "{left:#?}");
 }

@@ -1,9 +1,9 @@
 //! The Kubernetes CRI v1 API on berthd's socket (types from the `k8s-cri` crate).
 //!
 //! Done: the ImageService on the image store (PullImage, ImageStatus, ListImages, RemoveImage,
-//! ImageFsInfo) and the RuntimeService's Version and Status. Pod sandboxes, containers,
-//! streaming, stats and events are not implemented yet: those RPCs answer `Unimplemented`
-//! with the name of the call, never a panic.
+//! ImageFsInfo), the RuntimeService's Version and Status, and pod sandboxes without containers
+//! ([`crate::pods`]). Containers, streaming, stats and events are not implemented yet: those
+//! RPCs answer `Unimplemented` with the name of the call, never a panic.
 
 use berth_imagestore::metadata::ImageRecord;
 use berth_imagestore::Store;
@@ -26,6 +26,7 @@ fn not_yet(rpc: &str) -> Status {
 pub struct CriRuntime {
     /// Where CNI network configurations are looked for (default /etc/cni/net.d).
     pub cni_conf_dir: PathBuf,
+    pub pods: std::sync::Arc<crate::pods::Pods>,
 }
 
 /// The first CNI network configuration in `dir` (`*.conf`, `*.conflist`, `*.json`, by name,
@@ -114,37 +115,51 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn run_pod_sandbox(
         &self,
-        _: Request<v1::RunPodSandboxRequest>,
+        req: Request<v1::RunPodSandboxRequest>,
     ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
-        Err(not_yet("RunPodSandbox"))
+        let id = self.pods.run(req.into_inner()).await?;
+        Ok(Response::new(v1::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
     }
 
     async fn stop_pod_sandbox(
         &self,
-        _: Request<v1::StopPodSandboxRequest>,
+        req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        Err(not_yet("StopPodSandbox"))
+        self.pods.stop(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
     async fn remove_pod_sandbox(
         &self,
-        _: Request<v1::RemovePodSandboxRequest>,
+        req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        Err(not_yet("RemovePodSandbox"))
+        self.pods.remove(&req.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
     async fn pod_sandbox_status(
         &self,
-        _: Request<v1::PodSandboxStatusRequest>,
+        req: Request<v1::PodSandboxStatusRequest>,
     ) -> Result<Response<v1::PodSandboxStatusResponse>, Status> {
-        Err(not_yet("PodSandboxStatus"))
+        let status = self.pods.status(&req.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(v1::PodSandboxStatusResponse {
+            status: Some(status),
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0),
+            ..Default::default()
+        }))
     }
 
     async fn list_pod_sandbox(
         &self,
-        _: Request<v1::ListPodSandboxRequest>,
+        req: Request<v1::ListPodSandboxRequest>,
     ) -> Result<Response<v1::ListPodSandboxResponse>, Status> {
-        Err(not_yet("ListPodSandbox"))
+        let items = self.pods.list(req.into_inner().filter);
+        Ok(Response::new(v1::ListPodSandboxResponse { items }))
     }
 
     async fn create_container(

@@ -74,7 +74,11 @@ pub async fn run(o: Options) -> Result<()> {
         subnet = %cfg.network.subnet,
         "containers"
     );
+    let plugin_dirs = cfg.network.plugin_dirs.clone();
     let manager = Manager::open(store.clone(), cfg).await?;
+    let pods = std::sync::Arc::new(
+        crate::pods::Pods::open(store.clone(), &o.state, cni_conf_dir.clone(), plugin_dirs).await?,
+    );
 
     if let Some(dir) = o.address.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -96,6 +100,7 @@ pub async fn run(o: Options) -> Result<()> {
     };
     let cri_runtime = crate::cri_service::CriRuntime {
         cni_conf_dir: cni_conf_dir.clone(),
+        pods,
     };
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = stopping.clone();

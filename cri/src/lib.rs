@@ -14,6 +14,7 @@ pub mod cri_service;
 pub mod daemon;
 pub mod images;
 pub mod network;
+pub mod pods;
 pub mod spec;
 
 /// Where berthd listens unless told otherwise.

@@ -331,6 +331,12 @@ impl Network {
             .map_err(|e| anyhow!("CNI config {}: {e:#}", path.display()))
     }
 
+    /// The whole network configuration (a conflist), to make the same network again with
+    /// [`Network::from_json`] (CNI: DEL runs with the configuration ADD ran with).
+    pub fn config_json(&self) -> String {
+        self.config.to_string()
+    }
+
     /// [`Network::from_conflist`] from the file's text.
     pub fn from_json(text: &str, plugin_dirs: &[PathBuf], state_dir: &Path) -> Result<Network> {
         let v: Value = serde_json::from_str(text).map_err(|e| anyhow!("invalid JSON: {e}"))?;

@@ -152,7 +152,10 @@ impl Daemon {
         // is the test's own tmpfs when it has one.
         let netns_dir = self.dir.join("state/net/netns");
         for m in mounts_under(&self.dir) {
-            if Path::new(&m) == netns_dir || Path::new(&m) == self.dir.join("root") {
+            if Path::new(&m) == netns_dir
+                || Path::new(&m) == self.dir.join("state/cri-net/netns")
+                || Path::new(&m) == self.dir.join("root")
+            {
                 continue;
             }
             out.push(format!("mount: {m}"));
@@ -165,10 +168,11 @@ impl Daemon {
                 }
             }
         }
-        let ns = self.dir.join("state/net/netns");
-        if let Ok(rd) = std::fs::read_dir(&ns) {
-            for e in rd.flatten() {
-                out.push(format!("netns pin: {}", e.path().display()));
+        for ns in ["state/net/netns", "state/cri-net/netns"] {
+            if let Ok(rd) = std::fs::read_dir(self.dir.join(ns)) {
+                for e in rd.flatten() {
+                    out.push(format!("netns pin: {}", e.path().display()));
+                }
             }
         }
         out

@@ -1,0 +1,492 @@
+//! CRI pod sandboxes: what a pod's containers will share. No pause process: the sandbox is
+//! its pinned network namespace (a bind mount, as CRI-O does) plus its record, its
+//! `/etc/{hostname,hosts,resolv.conf}` and its CNI attachment. A process per pod would cost a
+//! shim and a container start for nothing the kubelet asks of it.
+//!
+//! What is where: the record in the `pods` table of the metadata database (written at every
+//! change); `<state>/pods/<id>/` (hostname, hosts, resolv.conf); the namespace pin and CNI
+//! cache under the CRI network's state directory (`<state>/cri-net/`).
+//!
+//! Not done yet: IPC and UTS namespaces (they come with containers in sandboxes), sysctls,
+//! cgroup parents, pod-level resources.
+
+use crate::network::{self, Network, PortMapping};
+use berth_imagestore::metadata::Records;
+use berth_imagestore::Store;
+use k8s_cri::v1;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tonic::Status;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// RunPodSandbox has begun and not finished (a restart finds it and undoes it).
+    Creating,
+    Ready,
+    NotReady,
+}
+
+/// One sandbox, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub attempt: u32,
+    pub state: PodState,
+    pub created_at: i64,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub runtime_handler: String,
+    pub hostname: String,
+    pub log_directory: String,
+    pub host_network: bool,
+    /// The pinned network namespace ("" with host networking or once stopped).
+    pub netns: String,
+    pub ip: String,
+    pub ports: Vec<PortMapping>,
+    /// The NamespaceOption the kubelet asked for (network, pid, ipc), as CRI enum values.
+    pub ns_modes: (i32, i32, i32),
+    /// The CNI configuration the pod was attached with: its DEL runs with the same one, even
+    /// if the file changed or went away since.
+    #[serde(default)]
+    pub network_config: String,
+}
+
+pub struct Pods {
+    store: Store,
+    state: PathBuf,
+    cni_conf_dir: PathBuf,
+    plugin_dirs: Vec<PathBuf>,
+    pods: Mutex<HashMap<String, PodRecord>>,
+    /// One RunPodSandbox/Stop/Remove at a time (they are rare; the kubelet serializes per pod).
+    op: tokio::sync::Mutex<()>,
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("{what}: {e}"))
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn random_id() -> String {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Pods {
+    /// Opens the sandboxes recorded in the store and undoes what an interrupted
+    /// RunPodSandbox left.
+    pub async fn open(
+        store: Store,
+        state: &Path,
+        cni_conf_dir: PathBuf,
+        plugin_dirs: Vec<PathBuf>,
+    ) -> anyhow::Result<Pods> {
+        let p = Pods {
+            store,
+            state: state.to_path_buf(),
+            cni_conf_dir,
+            plugin_dirs,
+            pods: Mutex::new(HashMap::new()),
+            op: tokio::sync::Mutex::new(()),
+        };
+        std::fs::create_dir_all(p.state.join("pods"))?;
+        for (id, bytes) in p.store.metadata().records(Records::Pods)? {
+            match serde_json::from_slice::<PodRecord>(&bytes) {
+                Ok(r) => {
+                    p.pods
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(id, r);
+                }
+                Err(e) => tracing::error!(%id, "unreadable pod record, left alone: {e}"),
+            }
+        }
+        let creating: Vec<PodRecord> = p
+            .all()
+            .into_iter()
+            .filter(|r| r.state == PodState::Creating)
+            .collect();
+        for r in creating {
+            tracing::warn!(id = %r.id, "RunPodSandbox was interrupted: undoing it");
+            let _ = p.teardown(&r).await;
+            p.forget(&r.id);
+        }
+        Ok(p)
+    }
+
+    fn all(&self) -> Vec<PodRecord> {
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn put(&self, r: &PodRecord) -> Result<(), Status> {
+        let bytes = serde_json::to_vec(r).map_err(|e| internal("encode pod record", e))?;
+        self.store
+            .metadata()
+            .put_record(Records::Pods, &r.id, &bytes)
+            .map_err(|e| internal("write pod record", e))?;
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(r.id.clone(), r.clone());
+        Ok(())
+    }
+
+    fn forget(&self, id: &str) {
+        let _ = self.store.metadata().remove_record(Records::Pods, id);
+        self.pods
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        let _ = std::fs::remove_dir_all(self.state.join("pods").join(id));
+    }
+
+    /// The sandbox `id` names: the whole id or a unique prefix, as crictl allows.
+    fn find(&self, id: &str) -> Result<PodRecord, Status> {
+        if id.is_empty() {
+            return Err(Status::invalid_argument("pod sandbox id is empty"));
+        }
+        let hits: Vec<PodRecord> = self
+            .all()
+            .into_iter()
+            .filter(|r| r.id.starts_with(id))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits.into_iter().next().expect("one")),
+            0 => Err(Status::not_found(format!("pod sandbox {id:?} not found"))),
+            _ => Err(Status::invalid_argument(format!(
+                "pod sandbox id {id:?} is ambiguous"
+            ))),
+        }
+    }
+
+    /// The CRI network: the first config in the CNI config directory, read at each use so
+    /// that a config written after berthd started is taken (as the kubelet expects).
+    fn network(&self) -> Result<Network, Status> {
+        match Network::first_in_dir(
+            &self.cni_conf_dir,
+            &self.plugin_dirs,
+            &self.state.join("cri-net"),
+        ) {
+            Ok(Some(n)) => Ok(n),
+            Ok(None) => Err(Status::failed_precondition(format!(
+                "no CNI network configuration in {}",
+                self.cni_conf_dir.display()
+            ))),
+            Err(e) => Err(Status::failed_precondition(format!("{e:#}"))),
+        }
+    }
+
+    pub async fn run(&self, req: v1::RunPodSandboxRequest) -> Result<String, Status> {
+        let cfg = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox: no config"))?;
+        let md = cfg
+            .metadata
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox: no metadata"))?;
+        if md.name.is_empty() || md.namespace.is_empty() || md.uid.is_empty() {
+            return Err(Status::invalid_argument(
+                "RunPodSandbox: metadata needs name, namespace and uid",
+            ));
+        }
+        let ns = cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone())
+            .unwrap_or_default();
+        let host_network = ns.network == v1::NamespaceMode::Node as i32;
+        let mut ports = Vec::new();
+        for p in &cfg.port_mappings {
+            if p.host_port <= 0 {
+                continue;
+            }
+            let (Ok(host_port), Ok(container_port)) =
+                (u16::try_from(p.host_port), u16::try_from(p.container_port))
+            else {
+                return Err(Status::invalid_argument(format!(
+                    "port mapping {}:{} out of range",
+                    p.host_port, p.container_port
+                )));
+            };
+            let protocol = match v1::Protocol::try_from(p.protocol) {
+                Ok(v1::Protocol::Udp) => "udp",
+                Ok(v1::Protocol::Sctp) => "sctp",
+                _ => "tcp",
+            };
+            ports.push(PortMapping {
+                host_ip: p.host_ip.clone(),
+                host_port,
+                container_port,
+                protocol: protocol.into(),
+            });
+        }
+        let _op = self.op.lock().await;
+        if let Some(other) = self.all().into_iter().find(|r| {
+            r.name == md.name
+                && r.namespace == md.namespace
+                && r.uid == md.uid
+                && r.attempt == md.attempt
+        }) {
+            return Err(Status::already_exists(format!(
+                "pod sandbox {}_{}_{}_{} is reserved for {}",
+                md.name, md.namespace, md.uid, md.attempt, other.id
+            )));
+        }
+        let id = random_id();
+        let hostname = if cfg.hostname.is_empty() {
+            md.name.clone()
+        } else {
+            cfg.hostname.clone()
+        };
+        let mut r = PodRecord {
+            id: id.clone(),
+            name: md.name.clone(),
+            uid: md.uid.clone(),
+            namespace: md.namespace.clone(),
+            attempt: md.attempt,
+            state: PodState::Creating,
+            created_at: now_nanos(),
+            labels: cfg.labels.clone().into_iter().collect(),
+            annotations: cfg.annotations.clone().into_iter().collect(),
+            runtime_handler: req.runtime_handler.clone(),
+            hostname: hostname.clone(),
+            log_directory: cfg.log_directory.clone(),
+            host_network,
+            netns: String::new(),
+            ip: String::new(),
+            ports: ports.clone(),
+            ns_modes: (ns.network, ns.pid, ns.ipc),
+            network_config: String::new(),
+        };
+        self.put(&r)?;
+        let made = async {
+            let mut ip = None;
+            if !host_network {
+                let net = self.network()?;
+                r.network_config = net.config_json();
+                self.put(&r)?;
+                let path = net.create_netns(&id).await.map_err(|e| {
+                    internal("create the pod's network namespace", format!("{e:#}"))
+                })?;
+                r.netns = path.display().to_string();
+                self.put(&r)?;
+                let args = vec![
+                    ("IgnoreUnknown".to_string(), "1".to_string()),
+                    ("K8S_POD_NAMESPACE".into(), md.namespace.clone()),
+                    ("K8S_POD_NAME".into(), md.name.clone()),
+                    ("K8S_POD_INFRA_CONTAINER_ID".into(), id.clone()),
+                    ("K8S_POD_UID".into(), md.uid.clone()),
+                ];
+                let att = net
+                    .add_with_args(&id, &path, "eth0", &ports, &args)
+                    .await
+                    .map_err(|e| Status::unavailable(format!("pod network: {e:#}")))?;
+                ip = att.ip;
+                r.ip = ip.map(|i| i.to_string()).unwrap_or_default();
+            }
+            let dir = self.state.join("pods").join(&id);
+            std::fs::create_dir_all(&dir).map_err(|e| internal("create pod directory", e))?;
+            network::write_etc_files(&dir, &hostname, ip, &[])
+                .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
+            if let Some(dns) = &cfg.dns_config {
+                if !dns.servers.is_empty() || !dns.searches.is_empty() || !dns.options.is_empty() {
+                    std::fs::write(dir.join("resolv.conf"), resolv_conf(dns))
+                        .map_err(|e| internal("write resolv.conf", e))?;
+                }
+            }
+            r.state = PodState::Ready;
+            self.put(&r)
+        }
+        .await;
+        if let Err(e) = made {
+            let _ = self.teardown(&r).await;
+            self.forget(&id);
+            return Err(e);
+        }
+        tracing::info!(%id, pod = %format!("{}/{}", md.namespace, md.name), ip = %r.ip, "pod sandbox ready");
+        Ok(id)
+    }
+
+    /// CNI DEL and the namespace pin. Idempotent.
+    async fn teardown(&self, r: &PodRecord) -> Result<(), Status> {
+        if r.host_network {
+            return Ok(());
+        }
+        if r.network_config.is_empty() {
+            return Ok(()); // interrupted before anything was attached
+        }
+        let net = Network::from_json(
+            &r.network_config,
+            &self.plugin_dirs,
+            &self.state.join("cri-net"),
+        )
+        .map_err(|e| internal("the pod's network configuration", format!("{e:#}")))?;
+        let ns = (!r.netns.is_empty()).then(|| PathBuf::from(&r.netns));
+        net.del(&r.id, ns.as_deref())
+            .await
+            .map_err(|e| Status::unavailable(format!("pod network teardown: {e:#}")))?;
+        net.remove_netns(&r.id)
+            .map_err(|e| internal("remove the pod's network namespace", format!("{e:#}")))?;
+        Ok(())
+    }
+
+    pub async fn stop(&self, id: &str) -> Result<(), Status> {
+        let _op = self.op.lock().await;
+        let mut r = self.find(id)?;
+        self.teardown(&r).await?;
+        if r.state != PodState::NotReady || !r.netns.is_empty() {
+            r.state = PodState::NotReady;
+            r.netns.clear();
+            self.put(&r)?;
+            tracing::info!(id = %r.id, "pod sandbox stopped");
+        }
+        Ok(())
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), Status> {
+        let _op = self.op.lock().await;
+        let r = match self.find(id) {
+            Ok(r) => r,
+            // Removing what is gone succeeds (the kubelet retries).
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+            Err(s) => return Err(s),
+        };
+        self.teardown(&r).await?;
+        self.forget(&r.id);
+        tracing::info!(id = %r.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str) -> Result<v1::PodSandboxStatus, Status> {
+        let r = self.find(id)?;
+        Ok(v1::PodSandboxStatus {
+            id: r.id.clone(),
+            metadata: Some(metadata(&r)),
+            state: state(&r) as i32,
+            created_at: r.created_at,
+            network: Some(v1::PodSandboxNetworkStatus {
+                ip: if r.state == PodState::Ready {
+                    r.ip.clone()
+                } else {
+                    String::new()
+                },
+                additional_ips: vec![],
+            }),
+            linux: Some(v1::LinuxPodSandboxStatus {
+                namespaces: Some(v1::Namespace {
+                    options: Some(v1::NamespaceOption {
+                        network: r.ns_modes.0,
+                        pid: r.ns_modes.1,
+                        ipc: r.ns_modes.2,
+                        ..Default::default()
+                    }),
+                }),
+            }),
+            labels: r.labels.clone().into_iter().collect(),
+            annotations: r.annotations.clone().into_iter().collect(),
+            runtime_handler: r.runtime_handler.clone(),
+        })
+    }
+
+    pub fn list(&self, filter: Option<v1::PodSandboxFilter>) -> Vec<v1::PodSandbox> {
+        let mut out: Vec<PodRecord> = self
+            .all()
+            .into_iter()
+            .filter(|r| r.state != PodState::Creating)
+            .filter(|r| match &filter {
+                None => true,
+                Some(f) => {
+                    (f.id.is_empty() || r.id.starts_with(&f.id))
+                        && f.state.as_ref().is_none_or(|s| s.state == state(r) as i32)
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| r.labels.get(k) == Some(v))
+                }
+            })
+            .collect();
+        out.sort_by_key(|r| r.created_at);
+        out.iter()
+            .map(|r| v1::PodSandbox {
+                id: r.id.clone(),
+                metadata: Some(metadata(r)),
+                state: state(r) as i32,
+                created_at: r.created_at,
+                labels: r.labels.clone().into_iter().collect(),
+                annotations: r.annotations.clone().into_iter().collect(),
+                runtime_handler: r.runtime_handler.clone(),
+            })
+            .collect()
+    }
+}
+
+fn metadata(r: &PodRecord) -> v1::PodSandboxMetadata {
+    v1::PodSandboxMetadata {
+        name: r.name.clone(),
+        uid: r.uid.clone(),
+        namespace: r.namespace.clone(),
+        attempt: r.attempt,
+    }
+}
+
+fn state(r: &PodRecord) -> v1::PodSandboxState {
+    match r.state {
+        PodState::Ready => v1::PodSandboxState::SandboxReady,
+        _ => v1::PodSandboxState::SandboxNotready,
+    }
+}
+
+/// resolv.conf from the pod's DNSConfig, as the kubelet computed it.
+fn resolv_conf(dns: &v1::DnsConfig) -> String {
+    let mut s = String::new();
+    for n in &dns.servers {
+        s.push_str(&format!("nameserver {n}\n"));
+    }
+    if !dns.searches.is_empty() {
+        s.push_str(&format!("search {}\n", dns.searches.join(" ")));
+    }
+    if !dns.options.is_empty() {
+        s.push_str(&format!("options {}\n", dns.options.join(" ")));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_from_the_kubelet() {
+        let dns = v1::DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(&dns),
+            "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n"
+        );
+    }
+}
