@@ -475,6 +475,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_conflist_is_valid() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/cni/10-berth.conflist");
+        let state = std::env::temp_dir().join(format!("berth-conflist-{}", std::process::id()));
+        let net = Network::from_conflist(&p, &[PathBuf::from("/usr/lib/cni")], &state).unwrap();
+        assert!(net.config_json().contains("cni-berth0"));
+        let _ = std::fs::remove_dir_all(&state);
+    }
+
+    #[test]
     fn resolv_conf_from_the_kubelet() {
         let dns = v1::DnsConfig {
             servers: vec!["10.96.0.10".into()],
