@@ -95,6 +95,26 @@ async fn version_and_status_as_the_kubelet_reads_them() {
         .into_inner();
     assert!(cond(&s, "NetworkReady").status);
 
+    // The cgroup driver the kubelet must use, and the pod CIDR it sends.
+    let rc = rt
+        .runtime_config(RuntimeConfigRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        CgroupDriver::Cgroupfs as i32
+    );
+    rt.update_runtime_config(UpdateRuntimeConfigRequest {
+        runtime_config: Some(RuntimeConfig {
+            network_config: Some(NetworkConfig {
+                pod_cidr: "10.244.0.0/24".into(),
+            }),
+        }),
+    })
+    .await
+    .unwrap();
+
     // What is not implemented says so, by name.
     let e = rt
         .list_containers(ListContainersRequest::default())

@@ -276,9 +276,20 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn update_runtime_config(
         &self,
-        _: Request<v1::UpdateRuntimeConfigRequest>,
+        req: Request<v1::UpdateRuntimeConfigRequest>,
     ) -> Result<Response<v1::UpdateRuntimeConfigResponse>, Status> {
-        Err(not_yet("UpdateRuntimeConfig"))
+        // The kubelet sends the node's pod CIDR here; berth's pod addresses come from the CNI
+        // configuration (as with containerd's default), so it is only logged.
+        if let Some(cidr) = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .filter(|c| !c.is_empty())
+        {
+            tracing::info!(pod_cidr = %cidr, "runtime config from the kubelet");
+        }
+        Ok(Response::new(v1::UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(
@@ -304,9 +315,15 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn runtime_config(
         &self,
-        _: Request<v1::RuntimeConfigRequest>,
+        req: Request<v1::RuntimeConfigRequest>,
     ) -> Result<Response<v1::RuntimeConfigResponse>, Status> {
-        Err(not_yet("RuntimeConfig"))
+        let _ = req;
+        // berth manages cgroups through cgroupfs (berth-runtime refuses --systemd-cgroup).
+        Ok(Response::new(v1::RuntimeConfigResponse {
+            linux: Some(v1::LinuxRuntimeConfiguration {
+                cgroup_driver: v1::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
     }
 }
 
