@@ -319,6 +319,7 @@ pub fn config(a: &CreateArgs) -> Result<ContainerConfig> {
         stop_timeout: a.stop_timeout.unwrap_or(-1),
         labels,
         privileged: a.privileged,
+        ..Default::default()
     })
 }
 

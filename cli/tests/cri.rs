@@ -1,6 +1,7 @@
 //! berthd's CRI v1 API driven the way a kubelet drives it, over the unix socket: Version and
 //! Status, the ImageService against the fixture registry, pod sandboxes on a real CNI bridge.
-//! (Containers through the CRI are not implemented yet; those RPCs must answer Unimplemented.)
+//! and containers in them. (Exec and streaming are not implemented yet; those RPCs must answer
+//! Unimplemented.)
 
 mod common;
 
@@ -116,12 +117,9 @@ async fn version_and_status_as_the_kubelet_reads_them() {
     .unwrap();
 
     // What is not implemented says so, by name.
-    let e = rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap_err();
+    let e = rt.exec_sync(ExecSyncRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("ListContainers"), "{}", e.message());
+    assert!(e.message().contains("ExecSync"), "{}", e.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,9 +282,13 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
     write_pod_network(&d, n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
 
+    let logs = d.dir.join("podlogs");
     let id = rt
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("web")),
+            config: Some(PodSandboxConfig {
+                log_directory: logs.display().to_string(),
+                ..pod_config("web")
+            }),
             runtime_handler: String::new(),
         })
         .await
@@ -325,6 +327,92 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
         resolv.contains("nameserver 10.96.0.10") && resolv.contains("ndots:5"),
         "{resolv}"
     );
+
+    // A container in the pod: it has the pod's address and hostname, and logs where the
+    // kubelet said.
+    let mut im = ImageServiceClient::new(channel(&d).await);
+    let image = im
+        .pull_image(PullImageRequest {
+            image: spec(&format!("{}/library/busybox:latest", registry())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let cid = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: id.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "box".into(),
+                    attempt: 0,
+                }),
+                image: spec(&image),
+                command: vec!["sh".into(), "-c".into()],
+                args: vec!["echo in $(hostname); ip -4 -o addr show eth0; sleep 1000".into()],
+                log_path: "box/0.log".into(),
+                labels: [("role".to_string(), "test".to_string())].into(),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let cstatus = |rt: &mut RuntimeServiceClient<Channel>, cid: &str| {
+        let mut rt = rt.clone();
+        let cid = cid.to_string();
+        async move {
+            rt.container_status(ContainerStatusRequest {
+                container_id: cid,
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+        }
+    };
+    assert_eq!(
+        cstatus(&mut rt, &cid).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    rt.start_container(StartContainerRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .unwrap();
+    let st = cstatus(&mut rt, &cid).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(st.metadata.unwrap().name, "box");
+    assert_eq!(st.labels.get("role").map(String::as_str), Some("test"));
+    let log = logs.join("box/0.log");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(&ip) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(text.contains("stdout F in web"), "{text}");
+    assert!(text.contains(&format!("inet {ip}/")), "{text}");
+    let listed = rt
+        .list_containers(ListContainersRequest {
+            filter: Some(ContainerFilter {
+                pod_sandbox_id: id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].pod_sandbox_id, id);
 
     // The same pod (name, namespace, uid, attempt) twice: refused.
     let e = rt
@@ -382,6 +470,38 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
     );
     assert_eq!(again.network.unwrap().ip, ip);
     assert_eq!(again.state, PodSandboxState::SandboxReady as i32);
+    // The container lived through it; stopped, it reports how it ended; removed, it is gone.
+    assert_eq!(
+        cstatus(&mut rt, &cid).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    rt.stop_container(StopContainerRequest {
+        container_id: cid.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    let st = cstatus(&mut rt, &cid).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.reason, "Error");
+    assert_ne!(st.exit_code, 0);
+    assert!(st.finished_at >= st.started_at && st.started_at > 0);
+    for _ in 0..2 {
+        rt.remove_container(RemoveContainerRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    let e = rt
+        .container_status(ContainerStatusRequest {
+            container_id: cid.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(log.exists(), "the kubelet's log stays for the kubelet");
 
     // Stop (twice: idempotent): not ready, no IP, the namespace and the address released —
     // with the configuration the pod was attached with, though the file is gone meanwhile.

@@ -541,12 +541,15 @@ impl Manager {
             } else {
                 c.stop_signal.clone()
             },
-            log_path: self
-                .cfg
-                .log_dir
-                .join(format!("{id}.log"))
-                .display()
-                .to_string(),
+            log_path: if c.log_path.is_empty() {
+                self.cfg
+                    .log_dir
+                    .join(format!("{id}.log"))
+                    .display()
+                    .to_string()
+            } else {
+                c.log_path.clone()
+            },
             config: c,
             ..Default::default()
         };
@@ -616,7 +619,10 @@ impl Manager {
         }
         let _ = std::fs::remove_dir_all(&bundle);
         let _ = std::fs::remove_dir_all(self.shim_dir(&r.id));
-        let _ = std::fs::remove_file(&r.log_path);
+        // A log the kubelet named is the kubelet's to rotate and remove.
+        if r.config.log_path.is_empty() {
+            let _ = std::fs::remove_file(&r.log_path);
+        }
         let _ = self
             .store
             .metadata()
@@ -746,6 +752,15 @@ impl Manager {
         let mut netns_path = None;
         let mut ip = None;
         match r.config.network.as_str() {
+            _ if !r.config.netns_path.is_empty() => {
+                // A CRI pod's container: its namespace and /etc files are the pod's.
+                for f in ["hostname", "hosts", "resolv.conf"] {
+                    let from = Path::new(&r.config.etc_dir).join(f);
+                    std::fs::copy(&from, bundle.join(f))
+                        .map_err(|err| internal(&format!("copy {}", from.display()), err))?;
+                }
+                netns_path = Some(PathBuf::from(&r.config.netns_path));
+            }
             "host" => {
                 for f in ["hosts", "resolv.conf"] {
                     let _ = std::fs::copy(Path::new("/etc").join(f), bundle.join(f));
@@ -1174,7 +1189,9 @@ impl Manager {
         if e.copies.load(std::sync::atomic::Ordering::SeqCst) == 0 {
             self.unmount_rootfs(&r.id);
         }
-        if r.config.network == "bridge" || r.config.network.is_empty() {
+        if (r.config.network == "bridge" || r.config.network.is_empty())
+            && r.config.netns_path.is_empty()
+        {
             let ns = (!r.netns.is_empty()).then(|| PathBuf::from(&r.netns));
             if let Err(err) = self.net.del(&r.id, ns.as_deref()).await {
                 tracing::warn!(id = %r.id, "network teardown: {err:#}");

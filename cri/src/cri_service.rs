@@ -2,8 +2,9 @@
 //!
 //! Done: the ImageService on the image store (PullImage, ImageStatus, ListImages, RemoveImage,
 //! ImageFsInfo), the RuntimeService's Version and Status, and pod sandboxes without containers
-//! ([`crate::pods`]). Containers, streaming, stats and events are not implemented yet: those
-//! RPCs answer `Unimplemented` with the name of the call, never a panic.
+//! ([`crate::pods`]) and containers in them ([`crate::cri_containers`]). Exec and streaming,
+//! stats and events are not implemented yet: those RPCs answer `Unimplemented` with the name of
+//! the call, never a panic.
 
 use berth_imagestore::metadata::ImageRecord;
 use berth_imagestore::Store;
@@ -27,6 +28,8 @@ pub struct CriRuntime {
     /// Where CNI network configurations are looked for (default /etc/cni/net.d).
     pub cni_conf_dir: PathBuf,
     pub pods: std::sync::Arc<crate::pods::Pods>,
+    pub containers: std::sync::Arc<crate::containers::Manager>,
+    pub store: Store,
 }
 
 /// The first CNI network configuration in `dir` (`*.conf`, `*.conflist`, `*.json`, by name,
@@ -127,7 +130,12 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        self.pods.stop(&req.into_inner().pod_sandbox_id).await?;
+        let id = self.pods.resolve(&req.into_inner().pod_sandbox_id)?;
+        // Its containers first, forcibly (the kubelet has stopped them gracefully already).
+        for c in crate::cri_containers::of_pod(&self.containers, &id) {
+            self.containers.stop(&c, Some(0), "").await?;
+        }
+        self.pods.stop(&id).await?;
         Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
@@ -135,7 +143,13 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        self.pods.remove(&req.into_inner().pod_sandbox_id).await?;
+        let id = req.into_inner().pod_sandbox_id;
+        if let Ok(full) = self.pods.resolve(&id) {
+            for c in crate::cri_containers::of_pod(&self.containers, &full) {
+                self.containers.remove(&c, true).await?;
+            }
+        }
+        self.pods.remove(&id).await?;
         Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
@@ -164,44 +178,64 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn create_container(
         &self,
-        _: Request<v1::CreateContainerRequest>,
+        req: Request<v1::CreateContainerRequest>,
     ) -> Result<Response<v1::CreateContainerResponse>, Status> {
-        Err(not_yet("CreateContainer"))
+        let id = crate::cri_containers::create(
+            &self.containers,
+            &self.pods,
+            &self.store,
+            req.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(v1::CreateContainerResponse {
+            container_id: id,
+        }))
     }
 
     async fn start_container(
         &self,
-        _: Request<v1::StartContainerRequest>,
+        req: Request<v1::StartContainerRequest>,
     ) -> Result<Response<v1::StartContainerResponse>, Status> {
-        Err(not_yet("StartContainer"))
+        let id = req.into_inner().container_id;
+        self.containers.start(&id).await?;
+        Ok(Response::new(v1::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _: Request<v1::StopContainerRequest>,
+        req: Request<v1::StopContainerRequest>,
     ) -> Result<Response<v1::StopContainerResponse>, Status> {
-        Err(not_yet("StopContainer"))
+        let r = req.into_inner();
+        crate::cri_containers::stop(&self.containers, &r.container_id, r.timeout).await?;
+        Ok(Response::new(v1::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _: Request<v1::RemoveContainerRequest>,
+        req: Request<v1::RemoveContainerRequest>,
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
-        Err(not_yet("RemoveContainer"))
+        crate::cri_containers::remove(&self.containers, &req.into_inner().container_id).await?;
+        Ok(Response::new(v1::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _: Request<v1::ListContainersRequest>,
+        req: Request<v1::ListContainersRequest>,
     ) -> Result<Response<v1::ListContainersResponse>, Status> {
-        Err(not_yet("ListContainers"))
+        let containers = crate::cri_containers::list(&self.containers, req.into_inner().filter);
+        Ok(Response::new(v1::ListContainersResponse { containers }))
     }
 
     async fn container_status(
         &self,
-        _: Request<v1::ContainerStatusRequest>,
+        req: Request<v1::ContainerStatusRequest>,
     ) -> Result<Response<v1::ContainerStatusResponse>, Status> {
-        Err(not_yet("ContainerStatus"))
+        let status =
+            crate::cri_containers::status(&self.containers, &req.into_inner().container_id)?;
+        Ok(Response::new(v1::ContainerStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
     }
 
     async fn update_container_resources(

@@ -94,13 +94,15 @@ pub async fn run(o: Options) -> Result<()> {
         bundles,
         containers: Some(manager.clone()),
     };
-    let csvc = ContainerService { m: manager };
+    let csvc = ContainerService { m: manager.clone() };
     let cri_images = crate::cri_service::CriImages {
         store: svc.store.clone(),
     };
     let cri_runtime = crate::cri_service::CriRuntime {
         cni_conf_dir: cni_conf_dir.clone(),
         pods,
+        containers: manager.clone(),
+        store: svc.store.clone(),
     };
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = stopping.clone();

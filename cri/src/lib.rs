@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod container_svc;
 pub mod containers;
 pub mod containers_util;
+pub mod cri_containers;
 pub mod cri_service;
 pub mod daemon;
 pub mod images;

@@ -350,6 +350,25 @@ impl Pods {
         Ok(())
     }
 
+    /// The sandbox a new container joins: it must be ready. Returns the record and the
+    /// directory with its hostname, hosts and resolv.conf.
+    pub fn for_container(&self, id: &str) -> Result<(PodRecord, PathBuf), Status> {
+        let r = self.find(id)?;
+        if r.state != PodState::Ready {
+            return Err(Status::failed_precondition(format!(
+                "pod sandbox {} is not ready",
+                r.id
+            )));
+        }
+        let dir = self.state.join("pods").join(&r.id);
+        Ok((r, dir))
+    }
+
+    /// The full id of the sandbox `id` names (NotFound if none).
+    pub fn resolve(&self, id: &str) -> Result<String, Status> {
+        Ok(self.find(id)?.id)
+    }
+
     pub async fn stop(&self, id: &str) -> Result<(), Status> {
         let _op = self.op.lock().await;
         let mut r = self.find(id)?;

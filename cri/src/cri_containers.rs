@@ -1,0 +1,310 @@
+//! CRI containers on berthd's container manager: each joins its sandbox's network namespace
+//! and /etc files, logs to the path the kubelet gives, and is marked with labels that say
+//! which sandbox it belongs to (`berth ps` shows them too, named `k8s_<name>_<pod>_…` as
+//! dockershim named them).
+
+use crate::api;
+use crate::containers::{Manager, Phase, Record};
+use crate::pods::Pods;
+use berth_imagestore::Store;
+use k8s_cri::v1;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use tonic::Status;
+
+const POD: &str = "io.berth.cri.pod";
+const NAME: &str = "io.berth.cri.name";
+const ATTEMPT: &str = "io.berth.cri.attempt";
+const ANNOTATION: &str = "io.berth.cri.annotation/";
+
+fn is_ours(k: &str) -> bool {
+    k == POD || k == NAME || k == ATTEMPT || k.starts_with(ANNOTATION)
+}
+
+/// The stored name of an image the kubelet names by reference or by id (`sha256:…` of its
+/// config, as ImageStatus reported it).
+async fn image_name(store: &Store, reference: &str) -> Result<String, Status> {
+    if store.image(reference).await.is_ok() {
+        return Ok(reference.to_string());
+    }
+    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
+    let all = store.images().await.map_err(crate::images::status)?;
+    all.into_iter()
+        .find(|r| {
+            hex.len() >= 12
+                && r.config
+                    .to_string()
+                    .trim_start_matches("sha256:")
+                    .starts_with(hex)
+        })
+        .map(|r| r.name)
+        .ok_or_else(|| Status::not_found(format!("image {reference:?} not found")))
+}
+
+pub async fn create(
+    m: &Arc<Manager>,
+    pods: &Pods,
+    store: &Store,
+    req: v1::CreateContainerRequest,
+) -> Result<String, Status> {
+    let (pod, etc_dir) = pods.for_container(&req.pod_sandbox_id)?;
+    let cfg = req
+        .config
+        .ok_or_else(|| Status::invalid_argument("CreateContainer: no config"))?;
+    let md = cfg
+        .metadata
+        .clone()
+        .filter(|m| !m.name.is_empty())
+        .ok_or_else(|| Status::invalid_argument("CreateContainer: no metadata name"))?;
+    let reference = cfg
+        .image
+        .as_ref()
+        .map(|i| i.image.clone())
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| Status::invalid_argument("CreateContainer: no image"))?;
+    let image = image_name(store, &reference).await?;
+    let sec = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    let res = cfg.linux.as_ref().and_then(|l| l.resources.clone());
+    let user = match (&sec.run_as_user, &sec.run_as_group) {
+        (Some(u), Some(g)) => format!("{}:{}", u.value, g.value),
+        (Some(u), None) => u.value.to_string(),
+        (None, _) if !sec.run_as_username.is_empty() => sec.run_as_username.clone(),
+        _ => String::new(),
+    };
+    let caps = sec.capabilities.clone().unwrap_or_default();
+    let mut labels: HashMap<String, String> = cfg.labels.clone();
+    for (k, v) in &cfg.annotations {
+        labels.insert(format!("{ANNOTATION}{k}"), v.clone());
+    }
+    labels.insert(POD.into(), pod.id.clone());
+    labels.insert(NAME.into(), md.name.clone());
+    labels.insert(ATTEMPT.into(), md.attempt.to_string());
+    let log_path = if cfg.log_path.is_empty() || pod.log_directory.is_empty() {
+        String::new()
+    } else {
+        let p = Path::new(&pod.log_directory).join(&cfg.log_path);
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Status::internal(format!("create {}: {e}", dir.display())))?;
+        }
+        p.display().to_string()
+    };
+    let c = api::ContainerConfig {
+        name: format!(
+            "k8s_{}_{}_{}_{}_{}",
+            md.name, pod.name, pod.namespace, pod.uid, md.attempt
+        ),
+        image,
+        entrypoint_set: !cfg.command.is_empty(),
+        entrypoint: cfg.command.clone(),
+        cmd: cfg.args.clone(),
+        env: cfg
+            .envs
+            .iter()
+            .map(|kv| format!("{}={}", kv.key, kv.value))
+            .collect(),
+        workdir: cfg.working_dir.clone(),
+        user,
+        hostname: pod.hostname.clone(),
+        tty: cfg.tty,
+        stdin: cfg.stdin,
+        network: if pod.host_network {
+            "host".into()
+        } else {
+            String::new()
+        },
+        netns_path: pod.netns.clone(),
+        etc_dir: if pod.host_network {
+            String::new()
+        } else {
+            etc_dir.display().to_string()
+        },
+        mounts: cfg
+            .mounts
+            .iter()
+            .map(|mt| api::Mount {
+                r#type: "bind".into(),
+                source: mt.host_path.clone(),
+                target: mt.container_path.clone(),
+                readonly: mt.readonly,
+                options: vec![],
+            })
+            .collect(),
+        memory: res.as_ref().map(|r| r.memory_limit_in_bytes).unwrap_or(0),
+        cpus: res
+            .as_ref()
+            .filter(|r| r.cpu_quota > 0 && r.cpu_period > 0)
+            .map(|r| r.cpu_quota as f64 / r.cpu_period as f64)
+            .unwrap_or(0.0),
+        read_only: sec.readonly_rootfs,
+        privileged: sec.privileged,
+        cap_add: caps.add_capabilities.clone(),
+        cap_drop: caps.drop_capabilities.clone(),
+        stop_timeout: -1,
+        labels,
+        log_path,
+        ..Default::default()
+    };
+    let r = m.create(c).await?;
+    Ok(r.id)
+}
+
+fn state(r: &Record) -> v1::ContainerState {
+    match r.phase {
+        Phase::Creating | Phase::Created => v1::ContainerState::ContainerCreated,
+        Phase::Starting | Phase::Running | Phase::Paused => v1::ContainerState::ContainerRunning,
+        Phase::Exited => v1::ContainerState::ContainerExited,
+        Phase::Removing => v1::ContainerState::ContainerUnknown,
+    }
+}
+
+fn metadata(r: &Record) -> v1::ContainerMetadata {
+    let l = &r.config.labels;
+    v1::ContainerMetadata {
+        name: l.get(NAME).cloned().unwrap_or_else(|| r.name.clone()),
+        attempt: l.get(ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0),
+    }
+}
+
+fn labels_and_annotations(r: &Record) -> (HashMap<String, String>, HashMap<String, String>) {
+    let mut labels = HashMap::new();
+    let mut annotations = HashMap::new();
+    for (k, v) in &r.config.labels {
+        if let Some(a) = k.strip_prefix(ANNOTATION) {
+            annotations.insert(a.to_string(), v.clone());
+        } else if !is_ours(k) {
+            labels.insert(k.clone(), v.clone());
+        }
+    }
+    (labels, annotations)
+}
+
+/// A CRI container of berthd's (it has a sandbox label).
+fn cri_record(m: &Manager, id: &str) -> Result<Record, Status> {
+    let r = m.get(id)?;
+    if !r.config.labels.contains_key(POD) {
+        return Err(Status::not_found(format!("container {id:?} not found")));
+    }
+    Ok(r)
+}
+
+pub fn status(m: &Manager, id: &str) -> Result<v1::ContainerStatus, Status> {
+    let r = cri_record(m, id)?;
+    let (labels, annotations) = labels_and_annotations(&r);
+    let st = state(&r);
+    let reason = if st == v1::ContainerState::ContainerExited {
+        if r.reason == "OOMKilled" {
+            "OOMKilled".to_string()
+        } else if r.exit_code == 0 {
+            "Completed".to_string()
+        } else {
+            "Error".to_string()
+        }
+    } else {
+        String::new()
+    };
+    Ok(v1::ContainerStatus {
+        id: r.id.clone(),
+        metadata: Some(metadata(&r)),
+        state: st as i32,
+        created_at: r.created,
+        started_at: r.started_at,
+        finished_at: if st == v1::ContainerState::ContainerExited {
+            r.finished_at
+        } else {
+            0
+        },
+        exit_code: r.exit_code,
+        image: Some(v1::ImageSpec {
+            image: r.config.image.clone(),
+            ..Default::default()
+        }),
+        image_ref: r.image_id.clone(),
+        image_id: r.image_id.clone(),
+        reason,
+        message: r.error.clone(),
+        labels,
+        annotations,
+        mounts: r
+            .config
+            .mounts
+            .iter()
+            .map(|mt| v1::Mount {
+                container_path: mt.target.clone(),
+                host_path: mt.source.clone(),
+                readonly: mt.readonly,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: r.log_path.clone(),
+        ..Default::default()
+    })
+}
+
+pub fn list(m: &Manager, filter: Option<v1::ContainerFilter>) -> Vec<v1::Container> {
+    m.list(true)
+        .into_iter()
+        .filter(|r| r.config.labels.contains_key(POD))
+        .filter(|r| match &filter {
+            None => true,
+            Some(f) => {
+                let (labels, _) = labels_and_annotations(r);
+                (f.id.is_empty() || r.id.starts_with(&f.id))
+                    && (f.pod_sandbox_id.is_empty()
+                        || r.config.labels[POD].starts_with(&f.pod_sandbox_id))
+                    && f.state.as_ref().is_none_or(|s| s.state == state(r) as i32)
+                    && f.label_selector
+                        .iter()
+                        .all(|(k, v)| labels.get(k) == Some(v))
+            }
+        })
+        .map(|r| {
+            let (labels, annotations) = labels_and_annotations(&r);
+            v1::Container {
+                id: r.id.clone(),
+                pod_sandbox_id: r.config.labels[POD].clone(),
+                metadata: Some(metadata(&r)),
+                image: Some(v1::ImageSpec {
+                    image: r.config.image.clone(),
+                    ..Default::default()
+                }),
+                image_ref: r.image_id.clone(),
+                image_id: r.image_id.clone(),
+                state: state(&r) as i32,
+                created_at: r.created,
+                labels,
+                annotations,
+            }
+        })
+        .collect()
+}
+
+/// The containers of sandbox `pod` (full id).
+pub fn of_pod(m: &Manager, pod: &str) -> Vec<String> {
+    m.list(true)
+        .into_iter()
+        .filter(|r| r.config.labels.get(POD).map(String::as_str) == Some(pod))
+        .map(|r| r.id)
+        .collect()
+}
+
+pub async fn stop(m: &Arc<Manager>, id: &str, timeout: i64) -> Result<(), Status> {
+    let r = cri_record(m, id)?;
+    m.stop(&r.id, Some(timeout.clamp(0, i32::MAX as i64) as i32), "")
+        .await?;
+    Ok(())
+}
+
+pub async fn remove(m: &Arc<Manager>, id: &str) -> Result<(), Status> {
+    match cri_record(m, id) {
+        Ok(r) => m.remove(&r.id, true).await,
+        // Removing what is gone succeeds (the kubelet retries).
+        Err(s) if s.code() == tonic::Code::NotFound => Ok(()),
+        Err(s) => Err(s),
+    }
+}
