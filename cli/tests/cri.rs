@@ -117,9 +117,12 @@ async fn version_and_status_as_the_kubelet_reads_them() {
     .unwrap();
 
     // What is not implemented says so, by name.
-    let e = rt.exec_sync(ExecSyncRequest::default()).await.unwrap_err();
+    let e = rt
+        .port_forward(PortForwardRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("ExecSync"), "{}", e.message());
+    assert!(e.message().contains("PortForward"), "{}", e.message());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -400,6 +403,42 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
     }
     assert!(text.contains("stdout F in web"), "{text}");
     assert!(text.contains(&format!("inet {ip}/")), "{text}");
+    // ExecSync, as an exec probe calls it: output, exit code, timeout.
+    let out = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: cid.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo out; echo err >&2; exit 3".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice(), out.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 3)
+    );
+    let e = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: cid.clone(),
+            cmd: vec!["sleep".into(), "30".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::DeadlineExceeded, "{}", e.message());
+    let e = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: "nosuch".into(),
+            cmd: vec!["true".into()],
+            timeout: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
     let listed = rt
         .list_containers(ListContainersRequest {
             filter: Some(ContainerFilter {

@@ -1588,7 +1588,6 @@ fn is_mountpoint(p: &Path) -> bool {
         .any(|m| m == want)
 }
 
-/// Whether `pid` is the berth-shim of `id` (checked before ending it: we end only our own).
 /// Waits (at most `limit`) until the shim `pid` of container `id` has exited: a pidfd says
 /// when, without polling; /proc is polled where pidfds are missing (Linux < 5.3).
 async fn wait_shim_gone(pid: i32, id: &str, limit: Duration) {
@@ -1617,6 +1616,7 @@ async fn wait_shim_gone(pid: i32, id: &str, limit: Duration) {
     }
 }
 
+/// Whether `pid` is the berth-shim of `id` (checked before ending it: we end only our own).
 fn is_our_shim(pid: i32, id: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {

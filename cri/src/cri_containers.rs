@@ -308,3 +308,101 @@ pub async fn remove(m: &Arc<Manager>, id: &str) -> Result<(), Status> {
         Err(s) => Err(s),
     }
 }
+
+/// ExecSync (what exec probes call): runs `cmd` in the container, collects its output, and
+/// gives its exit code; after `timeout` seconds (0: none) the process is killed and the call
+/// fails with DeadlineExceeded.
+pub async fn exec_sync(
+    m: &Arc<Manager>,
+    id: &str,
+    cmd: Vec<String>,
+    timeout: i64,
+) -> Result<v1::ExecSyncResponse, Status> {
+    use berth_shim::api as shim;
+    if cmd.is_empty() {
+        return Err(Status::invalid_argument("ExecSync: no command"));
+    }
+    let r = cri_record(m, id)?;
+    let (r, mut sh) = m.running_shim(&r.id).await?;
+    let spec = m.bundle_spec(&r.id)?;
+    let input = api::ExecInput {
+        id: r.id.clone(),
+        cmd,
+        ..Default::default()
+    };
+    let process = crate::spec::exec_process(&spec, &m.rootfs(&r.id), &input)?;
+    let exec_id = format!(
+        "sync-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    sh.exec(shim::ExecRequest {
+        exec_id: exec_id.clone(),
+        process_json: serde_json::to_vec(&process).expect("json"),
+        stdin: false,
+    })
+    .await
+    .map_err(|e| Status::new(e.code(), e.message().replace('\n', " ")))?;
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(1);
+    let _ = in_tx
+        .send(shim::AttachIn {
+            exec_id: exec_id.clone(),
+            ..Default::default()
+        })
+        .await;
+    let mut out = crate::containers::attach_shim(&mut sh, in_rx).await?;
+    let mut sh2 = sh.clone();
+    let eid = exec_id.clone();
+    let run = async move {
+        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+        while let Ok(Some(msg)) = out.message().await {
+            stdout.extend_from_slice(&msg.stdout);
+            stderr.extend_from_slice(&msg.stderr);
+        }
+        let code = sh2
+            .wait(shim::ProcessRef { exec_id: eid })
+            .await
+            .map(|x| x.into_inner().exit_code);
+        (stdout, stderr, code)
+    };
+    let res = if timeout > 0 {
+        tokio::time::timeout(std::time::Duration::from_secs(timeout as u64), run).await
+    } else {
+        Ok(run.await)
+    };
+    drop(in_tx);
+    let outcome = match res {
+        Ok((stdout, stderr, Ok(code))) => Ok(v1::ExecSyncResponse {
+            stdout,
+            stderr,
+            exit_code: code,
+        }),
+        Ok((_, _, Err(e))) => Err(Status::internal(format!("exec: {}", e.message()))),
+        Err(_) => {
+            let _ = sh
+                .kill(shim::KillRequest {
+                    exec_id: exec_id.clone(),
+                    signal: 9,
+                    all: false,
+                })
+                .await;
+            let _ = sh
+                .wait(shim::ProcessRef {
+                    exec_id: exec_id.clone(),
+                })
+                .await;
+            Err(Status::deadline_exceeded(format!(
+                "command timed out after {timeout}s"
+            )))
+        }
+    };
+    let _ = sh
+        .delete(shim::DeleteRequest {
+            exec_id,
+            force: true,
+        })
+        .await;
+    outcome
+}

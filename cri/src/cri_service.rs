@@ -254,9 +254,13 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn exec_sync(
         &self,
-        _: Request<v1::ExecSyncRequest>,
+        req: Request<v1::ExecSyncRequest>,
     ) -> Result<Response<v1::ExecSyncResponse>, Status> {
-        Err(not_yet("ExecSync"))
+        let r = req.into_inner();
+        let out =
+            crate::cri_containers::exec_sync(&self.containers, &r.container_id, r.cmd, r.timeout)
+                .await?;
+        Ok(Response::new(out))
     }
 
     async fn exec(
