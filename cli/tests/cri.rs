@@ -403,6 +403,37 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
     }
     assert!(text.contains("stdout F in web"), "{text}");
     assert!(text.contains(&format!("inet {ip}/")), "{text}");
+    // Log rotation as the kubelet does it: rename, ReopenContainerLog, a new file; what the
+    // container writes next goes there.
+    std::fs::rename(&log, logs.join("box/0.log.1")).unwrap();
+    rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: cid.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(log.exists());
+    let _ = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: cid.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo rotated > /proc/1/fd/1".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("rotated") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(text.contains("stdout F rotated"), "{text}");
+
     // ExecSync, as an exec probe calls it: output, exit code, timeout.
     let out = rt
         .exec_sync(ExecSyncRequest {

@@ -406,3 +406,17 @@ pub async fn exec_sync(
         .await;
     outcome
 }
+
+/// ReopenContainerLog: the kubelet renamed the log to rotate it; the shim writes a new one.
+pub async fn reopen_log(m: &Arc<Manager>, id: &str) -> Result<(), Status> {
+    let r = cri_record(m, id)?;
+    let (_, mut sh) = m.running_shim(&r.id).await.map_err(|e| {
+        if e.code() == tonic::Code::NotFound {
+            e
+        } else {
+            Status::failed_precondition(format!("container {} is not running", r.id))
+        }
+    })?;
+    sh.reopen_log(berth_shim::api::Empty {}).await?;
+    Ok(())
+}

@@ -247,9 +247,10 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn reopen_container_log(
         &self,
-        _: Request<v1::ReopenContainerLogRequest>,
+        req: Request<v1::ReopenContainerLogRequest>,
     ) -> Result<Response<v1::ReopenContainerLogResponse>, Status> {
-        Err(not_yet("ReopenContainerLog"))
+        crate::cri_containers::reopen_log(&self.containers, &req.into_inner().container_id).await?;
+        Ok(Response::new(v1::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(
