@@ -434,6 +434,47 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
     }
     assert!(text.contains("stdout F rotated"), "{text}");
 
+    // Stats: CPU, memory working set, and the writable layer with what the container wrote.
+    rt.exec_sync(ExecSyncRequest {
+        container_id: cid.clone(),
+        cmd: vec![
+            "dd".into(),
+            "if=/dev/zero".into(),
+            "of=/big".into(),
+            "bs=1024".into(),
+            "count=512".into(),
+        ],
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    let cs = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: cid.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(cs.attributes.unwrap().id, cid);
+    assert!(cs.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    assert!(cs.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let wl = cs.writable_layer.unwrap().used_bytes.unwrap().value;
+    assert!(wl >= 512 * 1024, "writable layer {wl} bytes");
+    let all = rt
+        .list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: id.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+
     // ExecSync, as an exec probe calls it: output, exit code, timeout.
     let out = rt
         .exec_sync(ExecSyncRequest {

@@ -420,3 +420,105 @@ pub async fn reopen_log(m: &Arc<Manager>, id: &str) -> Result<(), Status> {
     sh.reopen_log(berth_shim::api::Empty {}).await?;
     Ok(())
 }
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Stats of one CRI container: CPU and memory working set (as `berth stats` reads them from
+/// the cgroup) while it runs, and its writable layer (the overlay's upper directory).
+async fn stats_of(m: &Arc<Manager>, store: &Store, r: &Record) -> v1::ContainerStats {
+    let (labels, annotations) = labels_and_annotations(r);
+    let now = now_nanos();
+    let mut out = v1::ContainerStats {
+        attributes: Some(v1::ContainerAttributes {
+            id: r.id.clone(),
+            metadata: Some(metadata(r)),
+            labels,
+            annotations,
+        }),
+        ..Default::default()
+    };
+    if matches!(r.phase, Phase::Running | Phase::Paused) {
+        if let Ok((r, mut sh)) = m.running_shim(&r.id).await {
+            if let Ok(js) = sh.stats(berth_shim::api::Empty {}).await {
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&js.into_inner().json) {
+                    let s = crate::containers_util::stats_sample(&r, &v);
+                    out.cpu = Some(v1::CpuUsage {
+                        timestamp: now,
+                        usage_core_nano_seconds: Some(v1::UInt64Value {
+                            value: s.cpu_total_ns,
+                        }),
+                        ..Default::default()
+                    });
+                    out.memory = Some(v1::MemoryUsage {
+                        timestamp: now,
+                        working_set_bytes: Some(v1::UInt64Value {
+                            value: s.memory_usage,
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+    let upper = store.snapshots().mounts(&r.id).ok().and_then(|spec| {
+        spec.options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir=").map(std::path::PathBuf::from))
+    });
+    if let Some(upper) = upper {
+        let u = upper.clone();
+        let (bytes, inodes) = tokio::task::spawn_blocking(move || crate::cri_service::usage(&u))
+            .await
+            .unwrap_or((0, 0));
+        out.writable_layer = Some(v1::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(v1::FilesystemIdentifier {
+                mountpoint: upper.display().to_string(),
+            }),
+            used_bytes: Some(v1::UInt64Value { value: bytes }),
+            inodes_used: Some(v1::UInt64Value { value: inodes }),
+        });
+    }
+    out
+}
+
+pub async fn stats(
+    m: &Arc<Manager>,
+    store: &Store,
+    id: &str,
+) -> Result<v1::ContainerStats, Status> {
+    let r = cri_record(m, id)?;
+    Ok(stats_of(m, store, &r).await)
+}
+
+pub async fn list_stats(
+    m: &Arc<Manager>,
+    store: &Store,
+    filter: Option<v1::ContainerStatsFilter>,
+) -> Vec<v1::ContainerStats> {
+    let mut out = Vec::new();
+    for r in m.list(true) {
+        let Some(pod) = r.config.labels.get(POD) else {
+            continue;
+        };
+        if let Some(f) = &filter {
+            let (labels, _) = labels_and_annotations(&r);
+            if !(f.id.is_empty() || r.id.starts_with(&f.id))
+                || !(f.pod_sandbox_id.is_empty() || pod.starts_with(&f.pod_sandbox_id))
+                || !f
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+            {
+                continue;
+            }
+        }
+        out.push(stats_of(m, store, &r).await);
+    }
+    out
+}

@@ -287,16 +287,30 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn container_stats(
         &self,
-        _: Request<v1::ContainerStatsRequest>,
+        req: Request<v1::ContainerStatsRequest>,
     ) -> Result<Response<v1::ContainerStatsResponse>, Status> {
-        Err(not_yet("ContainerStats"))
+        let stats = crate::cri_containers::stats(
+            &self.containers,
+            &self.store,
+            &req.into_inner().container_id,
+        )
+        .await?;
+        Ok(Response::new(v1::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _: Request<v1::ListContainerStatsRequest>,
+        req: Request<v1::ListContainerStatsRequest>,
     ) -> Result<Response<v1::ListContainerStatsResponse>, Status> {
-        Err(not_yet("ListContainerStats"))
+        let stats = crate::cri_containers::list_stats(
+            &self.containers,
+            &self.store,
+            req.into_inner().filter,
+        )
+        .await;
+        Ok(Response::new(v1::ListContainerStatsResponse { stats }))
     }
 
     async fn pod_sandbox_stats(
@@ -497,7 +511,7 @@ fn image_ref(spec: Option<&v1::ImageSpec>) -> Result<&str, Status> {
 
 /// Bytes and inodes used below `dir` (hard links counted once), without following symlinks or
 /// leaving the file system.
-fn usage(dir: &Path) -> (u64, u64) {
+pub(crate) fn usage(dir: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let Ok(root) = std::fs::symlink_metadata(dir) else {
         return (0, 0);
