@@ -474,6 +474,33 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
         .into_inner()
         .stats;
     assert_eq!(all.len(), 1);
+    let ps = rt
+        .pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = ps.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    let eth0 = linux.network.unwrap().default_interface.unwrap();
+    assert_eq!(eth0.name, "eth0");
+    assert!(eth0.tx_bytes.is_some());
+    let listed = rt
+        .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
+            filter: Some(PodSandboxStatsFilter {
+                label_selector: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
 
     // ExecSync, as an exec probe calls it: output, exit code, timeout.
     let out = rt

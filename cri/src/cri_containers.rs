@@ -522,3 +522,92 @@ pub async fn list_stats(
     }
     out
 }
+
+/// `eth0` of the network namespace process `pid` is in: (rx bytes, rx errors, tx bytes,
+/// tx errors).
+fn eth0_usage(pid: i32) -> Option<(u64, u64, u64, u64)> {
+    let dev = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
+    dev.lines().skip(2).find_map(|l| {
+        let (name, rest) = l.split_once(':')?;
+        if name.trim() != "eth0" {
+            return None;
+        }
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        Some((*f.first()?, *f.get(2)?, *f.get(8)?, *f.get(10)?))
+    })
+}
+
+/// PodSandboxStats: the sum of its containers' CPU and memory, its network (eth0 of the pod's
+/// namespace, read through a running container), and each container's stats.
+pub async fn pod_stats(
+    m: &Arc<Manager>,
+    store: &Store,
+    pods: &Pods,
+    id: &str,
+) -> Result<v1::PodSandboxStats, Status> {
+    let st = pods.status(id)?;
+    let now = now_nanos();
+    let (mut cpu, mut mem, mut running_pid) = (0u64, 0u64, None);
+    let mut containers = Vec::new();
+    for c in of_pod(m, &st.id) {
+        let Ok(r) = m.get(&c) else { continue };
+        let s = stats_of(m, store, &r).await;
+        cpu += s
+            .cpu
+            .as_ref()
+            .and_then(|c| c.usage_core_nano_seconds.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        mem += s
+            .memory
+            .as_ref()
+            .and_then(|c| c.working_set_bytes.as_ref())
+            .map(|v| v.value)
+            .unwrap_or(0);
+        if r.pid > 0 && matches!(r.phase, Phase::Running | Phase::Paused) {
+            running_pid.get_or_insert(r.pid);
+        }
+        containers.push(s);
+    }
+    let network = running_pid.and_then(eth0_usage).map(|(rx, rxe, tx, txe)| {
+        let eth0 = v1::NetworkInterfaceUsage {
+            name: "eth0".into(),
+            rx_bytes: Some(v1::UInt64Value { value: rx }),
+            rx_errors: Some(v1::UInt64Value { value: rxe }),
+            tx_bytes: Some(v1::UInt64Value { value: tx }),
+            tx_errors: Some(v1::UInt64Value { value: txe }),
+        };
+        v1::NetworkUsage {
+            timestamp: now,
+            default_interface: Some(eth0.clone()),
+            interfaces: vec![eth0],
+        }
+    });
+    Ok(v1::PodSandboxStats {
+        attributes: Some(v1::PodSandboxAttributes {
+            id: st.id.clone(),
+            metadata: st.metadata.clone(),
+            labels: st.labels.clone(),
+            annotations: st.annotations.clone(),
+        }),
+        linux: Some(v1::LinuxPodSandboxStats {
+            cpu: Some(v1::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: Some(v1::UInt64Value { value: cpu }),
+                ..Default::default()
+            }),
+            memory: Some(v1::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: Some(v1::UInt64Value { value: mem }),
+                ..Default::default()
+            }),
+            network,
+            process: None,
+            containers,
+        }),
+        windows: None,
+    })
+}

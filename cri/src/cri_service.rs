@@ -315,16 +315,40 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<v1::PodSandboxStatsRequest>,
+        req: Request<v1::PodSandboxStatsRequest>,
     ) -> Result<Response<v1::PodSandboxStatsResponse>, Status> {
-        Err(not_yet("PodSandboxStats"))
+        let stats = crate::cri_containers::pod_stats(
+            &self.containers,
+            &self.store,
+            &self.pods,
+            &req.into_inner().pod_sandbox_id,
+        )
+        .await?;
+        Ok(Response::new(v1::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<v1::ListPodSandboxStatsRequest>,
+        req: Request<v1::ListPodSandboxStatsRequest>,
     ) -> Result<Response<v1::ListPodSandboxStatsResponse>, Status> {
-        Err(not_yet("ListPodSandboxStats"))
+        let f = req.into_inner().filter;
+        let filter = f.map(|f| v1::PodSandboxFilter {
+            id: f.id,
+            label_selector: f.label_selector,
+            ..Default::default()
+        });
+        let mut stats = Vec::new();
+        for p in self.pods.list(filter) {
+            if let Ok(s) =
+                crate::cri_containers::pod_stats(&self.containers, &self.store, &self.pods, &p.id)
+                    .await
+            {
+                stats.push(s);
+            }
+        }
+        Ok(Response::new(v1::ListPodSandboxStatsResponse { stats }))
     }
 
     async fn update_runtime_config(
