@@ -38,14 +38,14 @@ bash scripts/setup.sh </dev/null
 # berth cgroup, processes of berth binaries or in a berth cgroup.
 leftovers() {
   grep -h 'berth' /proc/mounts | grep -v -e ' /work' | sed 's/^/mount: /' || true
-  find /sys/fs/cgroup -mindepth 2 -type d \( -path '*/berth-test/*' -o -path '*/berth/*' -o -path '*/berth-bench*' \) \
+  find /sys/fs/cgroup -mindepth 2 -type d \( -path '*/berth-test/*' -o -path '*/berth-shim-test/*' -o -path '*/berth/*' -o -path '*/berth-bench*' \) \
     2>/dev/null | sed 's/^/cgroup: /' || true
   pgrep -a '^berth' | sed 's/^/process: /' || true
   # Bridges of berthd's tests (bt<n>, see cli/tests/common) and of the network tests, with
   # the veths on them.
   ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(bt[0-9]+|berth[0-9]+|btn[0-9a-z]*)(@|$)' \
     | sed 's/^/link: /' || true
-  grep -l -e '/berth-test/' -e ':/berth/' /proc/[0-9]*/cgroup 2>/dev/null \
+  grep -l -e '/berth-test/' -e '/berth-shim-test/' -e ':/berth/' /proc/[0-9]*/cgroup 2>/dev/null \
     | sed 's|/proc/\([0-9]*\)/cgroup|process in a berth cgroup: \1|' || true
 }
 BEFORE=$(mktemp); AFTER=$(mktemp)
@@ -102,8 +102,10 @@ if [ $# -eq 0 ] && [ -z "${BERTH_SKIP_V2:-}" ] && [ ! -e /sys/fs/cgroup/cgroup.c
     </dev/null || rc=$?
 fi
 
-# Parents the tests share (/berth-test in each hierarchy) are removed when empty.
-for d in /sys/fs/cgroup/*/berth-test /sys/fs/cgroup/berth-test; do
+# Parents the tests share (/berth-test, and berth-shim's /berth-shim-test, in each hierarchy)
+# are removed when empty.
+for d in /sys/fs/cgroup/*/berth-test /sys/fs/cgroup/berth-test \
+         /sys/fs/cgroup/*/berth-shim-test /sys/fs/cgroup/berth-shim-test; do
   [ -d "$d" ] && rmdir "$d" 2>/dev/null || true
 done
 
