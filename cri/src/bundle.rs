@@ -16,25 +16,6 @@ use tonic::Status;
 /// runc's default config (`berth-runtime spec`), which images' defaults are laid over.
 const DEFAULT_CONFIG: &str = include_str!("default-config.json");
 
-/// The capabilities docker and containerd give a container by default (runc's `spec` gives
-/// only three, too few for images such as nginx that switch users).
-const DEFAULT_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Entry {
     pub image: String,
@@ -279,7 +260,7 @@ fn config_json(
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     let (uid, gid) = resolve_user(rootfs, cfg.user.as_deref().unwrap_or(""))?;
-    let caps = serde_json::json!(DEFAULT_CAPS);
+    let caps = serde_json::json!(crate::spec::DEFAULT_CAPS);
     let hostname = dir
         .file_name()
         .map(|n| n.to_string_lossy().chars().take(63).collect::<String>())

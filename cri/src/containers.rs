@@ -159,7 +159,7 @@ fn internal(what: &str, e: impl std::fmt::Display) -> Status {
 /// Length of the short id that `ps` shows and that names the shim directory.
 const SHORT: usize = 12;
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         use std::io::Read;
@@ -888,13 +888,7 @@ impl Manager {
         let st = match res {
             Ok(st) => st.into_inner(),
             Err(err) => {
-                let _ = shim
-                    .delete(berth_shim::api::DeleteRequest {
-                        exec_id: String::new(),
-                        force: true,
-                    })
-                    .await;
-                let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+                discard_shim(shim).await;
                 self.teardown(e, false).await;
                 let msg = err.message().to_string();
                 let _ = self.update(e, |r| {
@@ -941,16 +935,10 @@ impl Manager {
         let _op = e.op.lock().await;
         self.update(&e, |r| r.manually_stopped = false)?;
         let mut shim = self.spawn(&e).await?;
-        let mut out = match attach_shim(&mut shim, stdin).await {
+        let out = match attach_shim(&mut shim, stdin).await {
             Ok(o) => o,
             Err(err) => {
-                let _ = shim
-                    .delete(berth_shim::api::DeleteRequest {
-                        exec_id: String::new(),
-                        force: true,
-                    })
-                    .await;
-                let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+                discard_shim(&mut shim).await;
                 self.teardown(&e, false).await;
                 let _ = self.update(&e, |r| {
                     r.phase = Phase::Created;
@@ -959,7 +947,6 @@ impl Manager {
                 return Err(err);
             }
         };
-        let _ = &mut out;
         let r = self.finish_start(&e, &mut shim).await?;
         Ok((r, out))
     }
@@ -1149,13 +1136,7 @@ impl Manager {
         let mut shim_gone = true;
         if shim_dir.join(berth_shim::SOCKET).exists() {
             if let Ok(mut shim) = berth_shim::connect(&shim_dir).await {
-                let _ = shim
-                    .delete(berth_shim::api::DeleteRequest {
-                        exec_id: String::new(),
-                        force: true,
-                    })
-                    .await;
-                let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+                discard_shim(&mut shim).await;
             } else {
                 shim_gone = false;
             }
@@ -1564,6 +1545,18 @@ fn backoff(restarts: u32, ran_nanos: i64) -> Duration {
 }
 
 /// Opens the shim's Attach stream and waits until it says it is attached.
+/// Tells a shim to delete its container (forcibly) and to exit; errors are ignored (it may be
+/// gone already).
+async fn discard_shim(shim: &mut ShimClient<Channel>) {
+    let _ = shim
+        .delete(berth_shim::api::DeleteRequest {
+            exec_id: String::new(),
+            force: true,
+        })
+        .await;
+    let _ = shim.shutdown(berth_shim::api::Empty {}).await;
+}
+
 pub async fn attach_shim(
     shim: &mut ShimClient<Channel>,
     stdin: tokio::sync::mpsc::Receiver<berth_shim::api::AttachIn>,

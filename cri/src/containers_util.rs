@@ -75,6 +75,22 @@ impl Joiner {
         }
     }
 
+    /// Takes the complete records (up to the last newline) off the front of `buf`; a partly
+    /// written record stays for the next read.
+    fn push_complete(&mut self, buf: &mut Vec<u8>, out: &mut Vec<LogLine>) {
+        let cut = buf
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        for l in buf[..cut].split(|b| *b == b'\n') {
+            if !l.is_empty() {
+                self.push(l, out);
+            }
+        }
+        buf.drain(..cut);
+    }
+
     /// What is left unterminated (the stream ended without a newline).
     fn flush(&mut self, out: &mut Vec<LogLine>) {
         for (i, p) in self.pending.iter_mut().enumerate() {
@@ -120,17 +136,7 @@ pub async fn stream_logs(
         let _ = f.read_to_end(&mut buf);
     }
     let mut lines = Vec::new();
-    let cut = buf
-        .iter()
-        .rposition(|b| *b == b'\n')
-        .map(|i| i + 1)
-        .unwrap_or(0);
-    for l in buf[..cut].split(|b| *b == b'\n') {
-        if !l.is_empty() {
-            joiner.push(l, &mut lines);
-        }
-    }
-    buf.drain(..cut);
+    joiner.push_complete(&mut buf, &mut lines);
     let running = |m: &Manager| {
         m.get(&r.id)
             .map(|r| {
@@ -179,17 +185,7 @@ pub async fn stream_logs(
             grew = buf.len() > before;
         }
         let mut out = Vec::new();
-        let cut = buf
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        for l in buf[..cut].split(|b| *b == b'\n') {
-            if !l.is_empty() {
-                joiner.push(l, &mut out);
-            }
-        }
-        buf.drain(..cut);
+        joiner.push_complete(&mut buf, &mut out);
         let live = running(&m);
         if !live && !grew {
             idle_after_stop += 1;
@@ -408,10 +404,21 @@ pub fn tar_out(real: &Path, name: &Path, tx: mpsc::Sender<Result<Chunk, Status>>
     }
 }
 
-struct ChanReader {
+/// Reads the chunks a channel delivers as one byte stream (a tar coming over gRPC, say).
+pub struct ChanReader {
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
     buf: Vec<u8>,
     pos: usize,
+}
+
+impl ChanReader {
+    pub fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChanReader {
+        ChanReader {
+            rx,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
 }
 
 impl Read for ChanReader {
@@ -439,11 +446,7 @@ pub fn tar_in(
     dest: &str,
     rx: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<(), Status> {
-    let reader = ChanReader {
-        rx,
-        buf: Vec::new(),
-        pos: 0,
-    };
+    let reader = ChanReader::new(rx);
     let unpack = |dir: &Path, reader: ChanReader| -> Result<Vec<PathBuf>, Status> {
         let mut a = tar::Archive::new(reader);
         a.set_preserve_permissions(true);

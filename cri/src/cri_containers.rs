@@ -4,7 +4,7 @@
 //! dockershim named them).
 
 use crate::api;
-use crate::containers::{Manager, Phase, Record};
+use crate::containers::{now_nanos, Manager, Phase, Record};
 use crate::pods::Pods;
 use berth_imagestore::Store;
 use k8s_cri::v1;
@@ -28,18 +28,10 @@ async fn image_name(store: &Store, reference: &str) -> Result<String, Status> {
     if store.image(reference).await.is_ok() {
         return Ok(reference.to_string());
     }
-    let hex = reference.strip_prefix("sha256:").unwrap_or(reference);
-    let all = store.images().await.map_err(crate::images::status)?;
-    all.into_iter()
-        .find(|r| {
-            hex.len() >= 12
-                && r.config
-                    .to_string()
-                    .trim_start_matches("sha256:")
-                    .starts_with(hex)
-        })
-        .map(|r| r.name)
-        .ok_or_else(|| Status::not_found(format!("image {reference:?} not found")))
+    match crate::cri_service::find_image(store, reference).await? {
+        Some((_, recs)) if !recs.is_empty() => Ok(recs[0].name.clone()),
+        _ => Err(Status::not_found(format!("image {reference:?} not found"))),
+    }
 }
 
 pub async fn create(
@@ -419,13 +411,6 @@ pub async fn reopen_log(m: &Arc<Manager>, id: &str) -> Result<(), Status> {
     })?;
     sh.reopen_log(berth_shim::api::Empty {}).await?;
     Ok(())
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 /// Stats of one CRI container: CPU and memory working set (as `berth stats` reads them from

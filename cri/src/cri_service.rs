@@ -160,10 +160,7 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         let status = self.pods.status(&req.into_inner().pod_sandbox_id)?;
         Ok(Response::new(v1::PodSandboxStatusResponse {
             status: Some(status),
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i64)
-                .unwrap_or(0),
+            timestamp: crate::containers::now_nanos(),
             ..Default::default()
         }))
     }
@@ -472,50 +469,58 @@ impl CriImages {
         }
     }
 
-    /// The records of the image `reference` names: a name (normalized as docker does), an id
-    /// (`sha256:…` of the config, or a unique prefix of it without `sha256:`), or
-    /// `repo@sha256:…` of its manifest.
+    /// See [`find_image`].
     async fn find(&self, reference: &str) -> Result<Option<(String, Vec<ImageRecord>)>, Status> {
-        let all = self.store.images().await.map_err(crate::images::status)?;
-        let groups = group(all);
-        let want = reference.trim();
-        if want.is_empty() {
-            return Err(Status::invalid_argument("image: empty reference"));
+        find_image(&self.store, reference).await
+    }
+}
+
+/// The image `reference` names, with every name it has: a name (normalized as docker does),
+/// an id (`sha256:…` of the config, or a unique prefix of it without `sha256:`), or
+/// `repo@sha256:…` of its manifest. Returns its id and records.
+pub(crate) async fn find_image(
+    store: &Store,
+    reference: &str,
+) -> Result<Option<(String, Vec<ImageRecord>)>, Status> {
+    let all = store.images().await.map_err(crate::images::status)?;
+    let groups = group(all);
+    let want = reference.trim();
+    if want.is_empty() {
+        return Err(Status::invalid_argument("image: empty reference"));
+    }
+    let hex = want.strip_prefix("sha256:").unwrap_or(want);
+    if want.starts_with("sha256:")
+        || (hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        let hits: Vec<_> = groups
+            .iter()
+            .filter(|(id, _)| id.trim_start_matches("sha256:").starts_with(hex))
+            .collect();
+        if hits.len() == 1 {
+            return Ok(Some((hits[0].0.clone(), hits[0].1.clone())));
         }
-        let hex = want.strip_prefix("sha256:").unwrap_or(want);
-        if want.starts_with("sha256:")
-            || (hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            let hits: Vec<_> = groups
-                .iter()
-                .filter(|(id, _)| id.trim_start_matches("sha256:").starts_with(hex))
-                .collect();
-            if hits.len() == 1 {
-                return Ok(Some((hits[0].0.clone(), hits[0].1.clone())));
-            }
-        }
-        if let Some((repo, digest)) = want.split_once('@') {
-            for (id, recs) in &groups {
-                if recs.iter().any(|r| {
-                    r.manifest.to_string() == digest
-                        && repo_digest(&r.name, digest).starts_with(&normalize_repo(repo))
-                }) {
-                    return Ok(Some((id.clone(), recs.clone())));
-                }
-            }
-            return Ok(None);
-        }
-        let name = match Store::normalize(want) {
-            Ok(n) => n,
-            Err(e) => return Err(Status::invalid_argument(format!("image {want:?}: {e}"))),
-        };
+    }
+    if let Some((repo, digest)) = want.split_once('@') {
         for (id, recs) in &groups {
-            if recs.iter().any(|r| r.name == name) {
+            if recs.iter().any(|r| {
+                r.manifest.to_string() == digest
+                    && repo_digest(&r.name, digest).starts_with(&normalize_repo(repo))
+            }) {
                 return Ok(Some((id.clone(), recs.clone())));
             }
         }
-        Ok(None)
+        return Ok(None);
     }
+    let name = match Store::normalize(want) {
+        Ok(n) => n,
+        Err(e) => return Err(Status::invalid_argument(format!("image {want:?}: {e}"))),
+    };
+    for (id, recs) in &groups {
+        if recs.iter().any(|r| r.name == name) {
+            return Ok(Some((id.clone(), recs.clone())));
+        }
+    }
+    Ok(None)
 }
 
 /// `nginx` -> `docker.io/library/nginx`, as a prefix to compare repo digests with.
@@ -686,10 +691,7 @@ impl v1::image_service_server::ImageService for CriImages {
         let (bytes, inodes) = tokio::task::spawn_blocking(move || usage(&d))
             .await
             .map_err(|e| Status::internal(format!("image fs usage: {e}")))?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        let now = crate::containers::now_nanos();
         let fs = v1::FilesystemUsage {
             timestamp: now,
             fs_id: Some(v1::FilesystemIdentifier {

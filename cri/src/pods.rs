@@ -10,6 +10,7 @@
 //! Not done yet: IPC and UTS namespaces (they come with containers in sandboxes), sysctls,
 //! cgroup parents, pod-level resources.
 
+use crate::containers::{now_nanos, random_hex};
 use crate::network::{self, Network, PortMapping};
 use berth_imagestore::metadata::Records;
 use berth_imagestore::Store;
@@ -68,22 +69,6 @@ pub struct Pods {
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}"))
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-fn random_id() -> String {
-    use std::io::Read;
-    let mut b = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Pods {
@@ -252,7 +237,7 @@ impl Pods {
                 md.name, md.namespace, md.uid, md.attempt, other.id
             )));
         }
-        let id = random_id();
+        let id = random_hex(32);
         let hostname = if cfg.hostname.is_empty() {
             md.name.clone()
         } else {

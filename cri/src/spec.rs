@@ -10,7 +10,8 @@ use tonic::Status;
 /// runc's default config (`berth-runtime spec`).
 const DEFAULT_CONFIG: &str = include_str!("default-config.json");
 
-/// docker's default capability set.
+/// The capabilities docker and containerd give a container by default (runc's `spec` gives
+/// only three, too few for images such as nginx that switch users).
 pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
