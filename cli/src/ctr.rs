@@ -547,30 +547,21 @@ pub async fn attach(ch: &Channel, id: &str, start: bool, stdin: bool, tty: bool)
     .await?;
     let out = c.attach(ReceiverStream::new(rx)).await?.into_inner();
     let _raw = (tty && stdin).then(RawMode::enable);
-    let mut inp = input(stdin, tty);
-    tokio::spawn(async move {
-        while let Some(i) = inp.recv().await {
-            let m = match i {
-                Input::Data(d) => AttachInput {
-                    stdin: d,
-                    ..Default::default()
-                },
-                Input::Eof => AttachInput {
-                    close_stdin: true,
-                    ..Default::default()
-                },
-                Input::Resize(w, h) => AttachInput {
-                    width: w,
-                    height: h,
-                    ..Default::default()
-                },
-            };
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-        // Keep the request stream open until the output ends.
-        tx.closed().await;
+    let inp = input(stdin, tty);
+    forward_input(inp, tx, |i| match i {
+        Input::Data(d) => AttachInput {
+            stdin: d,
+            ..Default::default()
+        },
+        Input::Eof => AttachInput {
+            close_stdin: true,
+            ..Default::default()
+        },
+        Input::Resize(w, h) => AttachInput {
+            width: w,
+            height: h,
+            ..Default::default()
+        },
     });
     if !tty {
         proxy_signals(c.clone(), id.to_string());
@@ -640,29 +631,21 @@ pub async fn exec(ch: &Channel, a: ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     let _raw = (tty && a.interactive).then(RawMode::enable);
-    let mut inp = input(a.interactive, tty);
-    tokio::spawn(async move {
-        while let Some(i) = inp.recv().await {
-            let m = match i {
-                Input::Data(d) => ExecInput {
-                    data: d,
-                    ..Default::default()
-                },
-                Input::Eof => ExecInput {
-                    close_stdin: true,
-                    ..Default::default()
-                },
-                Input::Resize(w, h) => ExecInput {
-                    width: w,
-                    height: h,
-                    ..Default::default()
-                },
-            };
-            if tx.send(m).await.is_err() {
-                return;
-            }
-        }
-        tx.closed().await;
+    let inp = input(a.interactive, tty);
+    forward_input(inp, tx, |i| match i {
+        Input::Data(d) => ExecInput {
+            data: d,
+            ..Default::default()
+        },
+        Input::Eof => ExecInput {
+            close_stdin: true,
+            ..Default::default()
+        },
+        Input::Resize(w, h) => ExecInput {
+            width: w,
+            height: h,
+            ..Default::default()
+        },
     });
     Ok(output(out).await?.unwrap_or(126))
 }
@@ -1017,11 +1000,7 @@ pub async fn cp(c: &mut Client, src: &str, dst: &str) -> Result<()> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(16);
             let d2 = dir.clone();
             let job = std::thread::spawn(move || -> Result<Vec<std::path::PathBuf>> {
-                let r = ChanRead {
-                    rx,
-                    buf: Vec::new(),
-                    pos: 0,
-                };
+                let r = berth_cri::containers_util::ChanReader::new(rx);
                 let mut a = tar::Archive::new(r);
                 a.set_preserve_permissions(true);
                 let mut tops = Vec::new();
@@ -1115,28 +1094,21 @@ pub async fn cp(c: &mut Client, src: &str, dst: &str) -> Result<()> {
     }
 }
 
-struct ChanRead {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl Read for ChanRead {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
+/// Sends the terminal's input (as `msg` makes it into a request) to berthd, then keeps the
+/// request stream open until the output ends.
+fn forward_input<T: Send + 'static>(
+    mut inp: mpsc::Receiver<Input>,
+    tx: mpsc::Sender<T>,
+    msg: impl Fn(Input) -> T + Send + 'static,
+) {
+    tokio::spawn(async move {
+        while let Some(i) = inp.recv().await {
+            if tx.send(msg(i)).await.is_err() {
+                return;
             }
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
+        tx.closed().await;
+    });
 }
 
 struct ChanWrite(mpsc::Sender<CopyToInput>);

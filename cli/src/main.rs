@@ -326,6 +326,24 @@ fn run_step<T>(r: std::result::Result<T, ctr::RunError>) -> Result<T> {
     }
 }
 
+/// docker's way with a verb on several containers: each one done is named on stdout, each
+/// failure is one line on stderr (and the exit code is 1), and the others still go on.
+fn report<T>(
+    out: &mut impl Write,
+    id: &str,
+    r: std::result::Result<T, tonic::Status>,
+    failed: &mut bool,
+) -> std::io::Result<()> {
+    match r {
+        Ok(_) => writeln!(out, "{id}"),
+        Err(s) => {
+            eprintln!("berth: {}", s.message());
+            *failed = true;
+            Ok(())
+        }
+    }
+}
+
 fn abs(p: &str) -> Result<String> {
     let p = std::path::Path::new(p);
     Ok(if p.is_absolute() {
@@ -390,13 +408,8 @@ async fn run(cli: Cli) -> Result<i32> {
             }
             let mut failed = false;
             for id in containers {
-                match cc.start(ContainerRef { id: id.clone() }).await {
-                    Ok(_) => writeln!(out, "{id}")?,
-                    Err(s) => {
-                        eprintln!("berth: {}", s.message());
-                        failed = true;
-                    }
-                }
+                let r = cc.start(ContainerRef { id: id.clone() }).await;
+                report(&mut out, &id, r, &mut failed)?;
             }
             return Ok(failed as i32);
         }
@@ -455,51 +468,33 @@ async fn run(cli: Cli) -> Result<i32> {
                         signal: signal.clone().unwrap_or_default(),
                     })
                     .await;
-                match r {
-                    Ok(_) => writeln!(out, "{id}")?,
-                    Err(s) => {
-                        eprintln!("berth: {}", s.message());
-                        failed = true;
-                    }
-                }
+                report(&mut out, &id, r, &mut failed)?;
             }
             return Ok(failed as i32);
         }
         Cmd::Kill { signal, containers } => {
             let mut failed = false;
             for id in containers {
-                match cc
+                let r = cc
                     .kill(KillRequest {
                         id: id.clone(),
                         signal: signal.clone(),
                     })
-                    .await
-                {
-                    Ok(_) => writeln!(out, "{id}")?,
-                    Err(s) => {
-                        eprintln!("berth: {}", s.message());
-                        failed = true;
-                    }
-                }
+                    .await;
+                report(&mut out, &id, r, &mut failed)?;
             }
             return Ok(failed as i32);
         }
         Cmd::Rm { force, containers } => {
             let mut failed = false;
             for id in containers {
-                match cc
+                let r = cc
                     .remove(RemoveContainerRequest {
                         id: id.clone(),
                         force,
                     })
-                    .await
-                {
-                    Ok(_) => writeln!(out, "{id}")?,
-                    Err(s) => {
-                        eprintln!("berth: {}", s.message());
-                        failed = true;
-                    }
-                }
+                    .await;
+                report(&mut out, &id, r, &mut failed)?;
             }
             return Ok(failed as i32);
         }

@@ -36,29 +36,12 @@ impl Daemon {
 
     /// With `size`, the store lives on a tmpfs of that size (to fill the disk on purpose).
     pub fn with_store_size(name: &str, size: Option<&str>) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
-        umount_under(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let dir = fresh_dir(name, size);
         let mut d = Daemon {
             dir,
             child: None,
             containers: false,
         };
-        if let Some(size) = size {
-            let ok = Command::new("mount")
-                .args([
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    &format!("size={size}"),
-                    "berth-test-store",
-                ])
-                .arg(d.dir.join("root"))
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
         d.start();
         d
     }
@@ -71,24 +54,7 @@ impl Daemon {
 
     /// [`Daemon::with_containers`] with the store on a tmpfs of `size`.
     pub fn with_containers_sized(name: &str, n: u8, size: Option<&str>) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
-        umount_under(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("root")).unwrap();
-        if let Some(size) = size {
-            let ok = Command::new("mount")
-                .args([
-                    "-t",
-                    "tmpfs",
-                    "-o",
-                    &format!("size={size}"),
-                    "berth-test-store",
-                ])
-                .arg(dir.join("root"))
-                .status()
-                .unwrap();
-            assert!(ok.success());
-        }
+        let dir = fresh_dir(name, size);
         std::fs::write(
             dir.join("config.toml"),
             format!(
@@ -270,6 +236,30 @@ impl Drop for Daemon {
 extern "C" {
     #[link_name = "kill"]
     pub fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// The test's directory, empty, with `root/` for the store (on a tmpfs of `size` if given,
+/// to fill the disk on purpose).
+fn fresh_dir(name: &str, size: Option<&str>) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("berth-cli-{name}-{}", std::process::id()));
+    umount_under(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("root")).unwrap();
+    if let Some(size) = size {
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "berth-test-store",
+            ])
+            .arg(dir.join("root"))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    dir
 }
 
 /// Unmounts everything below `dir`, deepest first.
