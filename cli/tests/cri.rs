@@ -268,6 +268,17 @@ fn pod_config(name: &str) -> PodSandboxConfig {
         }),
         hostname: name.into(),
         labels: [("app".to_string(), name.to_string())].into(),
+        // As the kubelet asks for a pod without shareProcessNamespace.
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         dns_config: Some(DnsConfig {
             servers: vec!["10.96.0.10".into()],
             searches: vec!["default.svc.cluster.local".into()],
@@ -703,6 +714,468 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+    let left = d.leftovers();
+    assert!(left.is_empty(), "{left:#?}");
+}
+
+/// The memory limit file of cgroup `path` (cgroup v2 or the v1 memory hierarchy).
+fn memory_limit_file(path: &str) -> std::path::PathBuf {
+    let v2 = std::path::PathBuf::from(format!("/sys/fs/cgroup{path}/memory.max"));
+    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        v2
+    } else {
+        format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes").into()
+    }
+}
+
+/// Removes the cgroup parent a test gave its pod, in every hierarchy (the kubelet owns pod
+/// cgroups; the runtime makes them when missing but never removes them).
+struct CgroupGone(String);
+
+impl Drop for CgroupGone {
+    fn drop(&mut self) {
+        let mut dirs = vec![std::path::PathBuf::from(format!(
+            "/sys/fs/cgroup{}",
+            self.0
+        ))];
+        for e in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            dirs.push(e.path().join(self.0.trim_start_matches('/')));
+        }
+        for d in dirs {
+            // Innermost first: the pod's directory, then its parent.
+            let _ = std::fs::remove_dir(&d);
+            if let Some(p) = d.parent() {
+                let _ = std::fs::remove_dir(p);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_namespaces_resources_and_events() {
+    let n = 11;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let parent = format!("/berthtest{n}/pod1");
+    let _cg = CgroupGone(parent.clone());
+    let d = daemon("cri-security", n);
+    write_pod_network(&d, n);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut im = ImageServiceClient::new(channel(&d).await);
+    let image = im
+        .pull_image(PullImageRequest {
+            image: spec(&format!("{}/library/busybox:latest", registry())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let mut events = rt
+        .get_container_events(GetEventsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+
+    let id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                linux: Some(LinuxPodSandboxConfig {
+                    cgroup_parent: parent.clone(),
+                    sysctls: [("kernel.shm_rmid_forced".to_string(), "1".to_string())].into(),
+                    ..Default::default()
+                }),
+                ..pod_config("sec")
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let profile = d.dir.join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#,
+    )
+    .unwrap();
+    let (rtc, idc, imc) = (rt.clone(), id.clone(), image.clone());
+    let create = move |name: &str, sec: LinuxContainerSecurityContext, extra: ContainerConfig| {
+        let mut rt = rtc.clone();
+        let (id, image, name) = (idc.clone(), imc.clone(), name.to_string());
+        async move {
+            rt.create_container(CreateContainerRequest {
+                pod_sandbox_id: id,
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata { name, attempt: 0 }),
+                    image: spec(&image),
+                    command: vec!["sleep".into(), "1000".into()],
+                    linux: Some(LinuxContainerConfig {
+                        security_context: Some(sec),
+                        ..extra.linux.clone().unwrap_or_default()
+                    }),
+                    ..extra
+                }),
+                sandbox_config: None,
+            })
+            .await
+            .map(|r| r.into_inner().container_id)
+        }
+    };
+    let rte = rt.clone();
+    let exec = move |cid: &str, script: &str| {
+        let mut rt = rte.clone();
+        let (cid, script) = (cid.to_string(), script.to_string());
+        async move {
+            let out = rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: cid,
+                    cmd: vec!["sh".into(), "-c".into(), script],
+                    timeout: 10,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (
+                String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                out.exit_code,
+            )
+        }
+    };
+
+    // A locked-down container: a user, a group and a supplemental group, no_new_privs, the
+    // runtime's default seccomp profile, one capability, a read-only root, a device, a masked
+    // path, and resources.
+    let locked = create(
+        "locked",
+        LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1000 }),
+            run_as_group: Some(Int64Value { value: 1000 }),
+            supplemental_groups: vec![1234],
+            no_new_privs: true,
+            readonly_rootfs: true,
+            seccomp: Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+                localhost_ref: String::new(),
+            }),
+            capabilities: Some(Capability {
+                drop_capabilities: vec!["ALL".into()],
+                add_capabilities: vec!["CHOWN".into()],
+                ..Default::default()
+            }),
+            masked_paths: vec!["/etc/hostname".into()],
+            ..Default::default()
+        },
+        ContainerConfig {
+            devices: vec![Device {
+                container_path: "/dev/xnull".into(),
+                host_path: "/dev/null".into(),
+                permissions: "rw".into(),
+            }],
+            linux: Some(LinuxContainerConfig {
+                resources: Some(LinuxContainerResources {
+                    memory_limit_in_bytes: 128 << 20,
+                    cpu_shares: 512,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: locked.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(exec(&locked, "id -u; id -g").await.0, "1000\n1000");
+    let (groups, _) = exec(&locked, "id -G").await;
+    assert!(groups.split(' ').any(|g| g == "1234"), "{groups}");
+    let (status, _) = exec(
+        &locked,
+        "grep -E '^(NoNewPrivs|Seccomp|CapBnd):' /proc/self/status",
+    )
+    .await;
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    assert!(status.contains("Seccomp:\t2"), "{status}");
+    assert!(status.contains("CapBnd:\t0000000000000001"), "{status}");
+    assert_ne!(
+        exec(&locked, "touch /x").await.1,
+        0,
+        "the root is read-only"
+    );
+    assert_eq!(exec(&locked, "echo hi > /dev/xnull").await.1, 0);
+    assert_eq!(exec(&locked, "cat /etc/hostname").await.0, "");
+    assert_eq!(
+        exec(&locked, "cat /proc/sys/kernel/shm_rmid_forced")
+            .await
+            .0,
+        "1"
+    );
+    assert_eq!(exec(&locked, "hostname").await.0, "sec");
+    let limit = memory_limit_file(&format!("{parent}/{locked}"));
+    assert_eq!(
+        std::fs::read_to_string(&limit).unwrap().trim(),
+        (128u64 << 20).to_string()
+    );
+    // UpdateContainerResources: the cgroup and the status say the new limit.
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: locked.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            cpu_shares: 256,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&limit).unwrap().trim(),
+        (64u64 << 20).to_string()
+    );
+    let st = rt
+        .container_status(ContainerStatusRequest {
+            container_id: locked.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    let res = st.resources.unwrap().linux.unwrap();
+    assert_eq!((res.memory_limit_in_bytes, res.cpu_shares), (64 << 20, 256));
+
+    // A second container, unconfined and root: the same IPC and UTS namespaces as the first.
+    let open = create("open", Default::default(), Default::default())
+        .await
+        .unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: open.clone(),
+    })
+    .await
+    .unwrap();
+    let (status, _) = exec(&open, "grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status").await;
+    assert!(status.contains("NoNewPrivs:\t0"), "{status}");
+    assert!(status.contains("Seccomp:\t0"), "{status}");
+    for ns in ["ipc", "uts", "net"] {
+        let cmd = format!("readlink /proc/self/ns/{ns}");
+        let (a, b) = (exec(&locked, &cmd).await.0, exec(&open, &cmd).await.0);
+        assert_eq!(a, b, "{ns}");
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(
+            a,
+            host.display().to_string(),
+            "{ns} is the pod's, not the host's"
+        );
+    }
+    // The pod asked for one PID namespace (NamespaceMode POD, the CRI's zero value): both
+    // containers are in it, under the pod's pause process.
+    assert_eq!(
+        exec(&locked, "readlink /proc/self/ns/pid").await.0,
+        exec(&open, "readlink /proc/self/ns/pid").await.0,
+    );
+    assert_eq!(exec(&open, "cat /proc/1/comm").await.0, "berth-pause");
+    assert_eq!(
+        exec(&open, "ps -o user,comm | grep -c '^1000 *sleep'")
+            .await
+            .0,
+        "1"
+    );
+
+    // A Localhost profile is loaded; a missing one is refused at create, leaving nothing.
+    let localhost = |path: &str| LinuxContainerSecurityContext {
+        seccomp: Some(SecurityProfile {
+            profile_type: security_profile::ProfileType::Localhost as i32,
+            localhost_ref: path.into(),
+        }),
+        ..Default::default()
+    };
+    let strict = create(
+        "strict",
+        localhost(&profile.display().to_string()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: strict.clone(),
+    })
+    .await
+    .unwrap();
+    assert_ne!(exec(&strict, "mkdir /tmp/x").await.1, 0);
+    assert_eq!(exec(&open, "mkdir /tmp/x").await.1, 0);
+    let count = |rt: &RuntimeServiceClient<Channel>| {
+        let mut rt = rt.clone();
+        async move {
+            rt.list_containers(ListContainersRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .len()
+        }
+    };
+    let before = count(&rt).await;
+    for bad in [
+        create(
+            "bad",
+            localhost("/nonexistent/profile.json"),
+            Default::default(),
+        )
+        .await,
+        create(
+            "bad",
+            Default::default(),
+            ContainerConfig {
+                devices: vec![Device {
+                    container_path: "/dev/x".into(),
+                    host_path: "/etc/hostname".into(),
+                    permissions: "rw".into(),
+                }],
+                ..Default::default()
+            },
+        )
+        .await,
+    ] {
+        let e = bad.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
+    }
+    assert_eq!(count(&rt).await, before);
+
+    // Stop and remove: the kubelet's evented PLEG saw each step of each container, in order.
+    for c in [&locked, &open, &strict] {
+        rt.stop_container(StopContainerRequest {
+            container_id: c.to_string(),
+            timeout: 0,
+        })
+        .await
+        .unwrap();
+        rt.remove_container(RemoveContainerRequest {
+            container_id: c.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    let mut seen: Vec<(String, i32)> = Vec::new();
+    while seen
+        .iter()
+        .filter(|(_, t)| *t == ContainerEventType::ContainerDeletedEvent as i32)
+        .count()
+        < 3
+    {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), events.message())
+            .await
+            .expect("container events")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.pod_sandbox_status.as_ref().unwrap().id, id);
+        seen.push((ev.container_id, ev.container_event_type));
+    }
+    for c in [&locked, &open, &strict] {
+        let kinds: Vec<i32> = seen
+            .iter()
+            .filter(|(i, _)| i == c)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ContainerEventType::ContainerCreatedEvent as i32,
+                ContainerEventType::ContainerStartedEvent as i32,
+                ContainerEventType::ContainerStoppedEvent as i32,
+                ContainerEventType::ContainerDeletedEvent as i32,
+            ],
+            "{c}"
+        );
+    }
+
+    // Host IPC and PID: a pod that shares them sees the host's.
+    let host_pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                linux: Some(LinuxPodSandboxConfig {
+                    security_context: Some(LinuxSandboxSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            ipc: NamespaceMode::Node as i32,
+                            pid: NamespaceMode::Node as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..pod_config("hostns")
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let hc = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: host_pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "h".into(),
+                    attempt: 0,
+                }),
+                image: spec(&image),
+                command: vec!["sleep".into(), "1000".into()],
+                linux: Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        namespace_options: Some(NamespaceOption {
+                            ipc: NamespaceMode::Node as i32,
+                            pid: NamespaceMode::Node as i32,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: hc.clone(),
+    })
+    .await
+    .unwrap();
+    for ns in ["ipc", "pid"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_eq!(
+            exec(&hc, &format!("readlink /proc/self/ns/{ns}")).await.0,
+            host.display().to_string(),
+            "{ns}"
+        );
+    }
+    assert_eq!(exec(&hc, "hostname").await.0, "hostns", "the pod's own UTS");
+
+    for p in [&id, &host_pod] {
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    assert!(!d.dir.join(format!("state/cri-ns/{id}-ipc")).exists());
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }

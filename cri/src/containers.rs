@@ -143,6 +143,14 @@ pub struct Manager {
     pub cfg: Config,
     net: Network,
     entries: Mutex<HashMap<String, Arc<Entry>>>,
+    events: tokio::sync::broadcast::Sender<Event>,
+}
+
+/// A container changed phase, or was removed (`removed`, with its last record).
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub record: Record,
+    pub removed: bool,
 }
 
 pub fn now_nanos() -> i64 {
@@ -293,6 +301,7 @@ impl Manager {
             cfg,
             net,
             entries: Mutex::new(HashMap::new()),
+            events: tokio::sync::broadcast::channel(1024).0,
         });
         let records = m
             .store
@@ -361,7 +370,15 @@ impl Manager {
             .metadata()
             .put_record(Records::Containers, &r.id, &bytes)
             .map_err(|e| internal("write container record", e))?;
+        let changed = g.phase != r.phase;
         *g = r.clone();
+        drop(g);
+        if changed {
+            let _ = self.events.send(Event {
+                record: r.clone(),
+                removed: false,
+            });
+        }
         Ok(r)
     }
 
@@ -631,6 +648,19 @@ impl Manager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&r.id);
+        // A container whose create failed was never announced.
+        if r.phase != Phase::Creating {
+            let _ = self.events.send(Event {
+                record: r,
+                removed: true,
+            });
+        }
+    }
+
+    /// Phase changes and removals of containers from now on (a receiver that falls more than
+    /// 1024 behind loses the oldest).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
     }
 
     /// Images used by containers (rmi refuses them).
@@ -1374,6 +1404,16 @@ impl Manager {
             r.phase = if pause { Phase::Paused } else { Phase::Running }
         })?;
         Ok(())
+    }
+
+    /// Changes the recorded config of container `key` (what its next start uses).
+    pub fn update_config(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut ContainerConfig),
+    ) -> Result<Record, Status> {
+        let e = self.find(key)?;
+        self.update(&e, |r| f(&mut r.config))
     }
 
     pub async fn running_shim(&self, key: &str) -> Result<(Record, ShimClient<Channel>), Status> {

@@ -5,6 +5,7 @@
 
 use crate::api;
 use crate::containers::{now_nanos, Manager, Phase, Record};
+use crate::cri_spec::{CriLinux, Device, Seccomp};
 use crate::pods::Pods;
 use berth_imagestore::Store;
 use k8s_cri::v1;
@@ -69,6 +70,16 @@ pub async fn create(
         _ => String::new(),
     };
     let caps = sec.capabilities.clone().unwrap_or_default();
+    let mut cri_linux = cri_linux(&pod, &sec, res.as_ref())?;
+    cri_linux.devices = cfg
+        .devices
+        .iter()
+        .map(|d| Device {
+            container_path: d.container_path.clone(),
+            host_path: d.host_path.clone(),
+            permissions: d.permissions.clone(),
+        })
+        .collect();
     let mut labels: HashMap<String, String> = cfg.labels.clone();
     for (k, v) in &cfg.annotations {
         labels.insert(format!("{ANNOTATION}{k}"), v.clone());
@@ -124,15 +135,15 @@ pub async fn create(
                 source: mt.host_path.clone(),
                 target: mt.container_path.clone(),
                 readonly: mt.readonly,
-                options: vec![],
+                options: match v1::MountPropagation::try_from(mt.propagation) {
+                    Ok(v1::MountPropagation::PropagationHostToContainer) => vec!["rslave".into()],
+                    Ok(v1::MountPropagation::PropagationBidirectional) => vec!["rshared".into()],
+                    _ => vec![],
+                },
             })
             .collect(),
+        // CPU limits go in cri_linux with the rest of the CRI's resources.
         memory: res.as_ref().map(|r| r.memory_limit_in_bytes).unwrap_or(0),
-        cpus: res
-            .as_ref()
-            .filter(|r| r.cpu_quota > 0 && r.cpu_period > 0)
-            .map(|r| r.cpu_quota as f64 / r.cpu_period as f64)
-            .unwrap_or(0.0),
         read_only: sec.readonly_rootfs,
         privileged: sec.privileged,
         cap_add: caps.add_capabilities.clone(),
@@ -140,10 +151,121 @@ pub async fn create(
         stop_timeout: -1,
         labels,
         log_path,
+        cri_linux: serde_json::to_string(&cri_linux).expect("json"),
         ..Default::default()
     };
     let r = m.create(c).await?;
     Ok(r.id)
+}
+
+/// The pod's namespaces, sysctls and cgroup parent and the container's security context and
+/// resources, beyond what docker's options say.
+fn cri_linux(
+    pod: &crate::pods::PodRecord,
+    sec: &v1::LinuxContainerSecurityContext,
+    res: Option<&v1::LinuxContainerResources>,
+) -> Result<CriLinux, Status> {
+    let node = v1::NamespaceMode::Node as i32;
+    let ns = sec
+        .namespace_options
+        .clone()
+        .unwrap_or(v1::NamespaceOption {
+            network: pod.ns_modes.0,
+            pid: pod.ns_modes.1,
+            ipc: pod.ns_modes.2,
+            ..Default::default()
+        });
+    let mut c = CriLinux {
+        sysctl: pod.sysctls.clone(),
+        cgroup_parent: pod.cgroup_parent.clone(),
+        no_new_privs: sec.no_new_privs,
+        additional_gids: sec
+            .supplemental_groups
+            .iter()
+            .map(|g| {
+                u32::try_from(*g).map_err(|_| {
+                    Status::invalid_argument(format!("supplemental group {g} out of range"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        ..Default::default()
+    };
+    if ns.ipc == node {
+        c.host.push("ipc".into());
+    } else if !pod.ipc_ns.is_empty() {
+        c.join.insert("ipc".into(), pod.ipc_ns.clone());
+    }
+    if !pod.uts_ns.is_empty() {
+        c.join.insert("uts".into(), pod.uts_ns.clone());
+    }
+    if ns.pid == node {
+        c.host.push("pid".into());
+    } else if ns.pid == v1::NamespaceMode::Pod as i32 {
+        // The pod's, held by its pause process (a pod made without one: the container's own).
+        if let Some(p) = pod.pause() {
+            if !p.alive() {
+                return Err(Status::failed_precondition(format!(
+                    "pod sandbox {}: the init of its PID namespace (pid {}) is gone",
+                    pod.id, p.pid
+                )));
+            }
+            c.join.insert("pid".into(), p.ns_path());
+        }
+    } else if ns.pid == v1::NamespaceMode::Target as i32 {
+        return Err(Status::unimplemented(
+            "the PID namespace of a target container is not supported by berthd yet",
+        ));
+    }
+    if !sec.masked_paths.is_empty() {
+        c.masked_paths = Some(sec.masked_paths.clone());
+    }
+    if !sec.readonly_paths.is_empty() {
+        c.readonly_paths = Some(sec.readonly_paths.clone());
+    }
+    c.seccomp = match &sec.seccomp {
+        None => Seccomp::Unconfined,
+        Some(p) => match v1::security_profile::ProfileType::try_from(p.profile_type) {
+            Ok(v1::security_profile::ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
+            Ok(v1::security_profile::ProfileType::Unconfined) => Seccomp::Unconfined,
+            Ok(v1::security_profile::ProfileType::Localhost) => {
+                let path = p.localhost_ref.trim_start_matches("localhost/");
+                if !path.starts_with('/') {
+                    return Err(Status::invalid_argument(format!(
+                        "seccomp profile {:?}: not an absolute path",
+                        p.localhost_ref
+                    )));
+                }
+                Seccomp::Localhost(path.to_string())
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown seccomp profile type {}",
+                    p.profile_type
+                )))
+            }
+        },
+    };
+    if let Some(r) = res {
+        set_resources(&mut c, r);
+    }
+    Ok(c)
+}
+
+/// The CRI's LinuxContainerResources (but memory, which stays in ContainerConfig) into `c`.
+fn set_resources(c: &mut CriLinux, r: &v1::LinuxContainerResources) {
+    c.cpu_shares = u64::try_from(r.cpu_shares).unwrap_or(0);
+    c.cpu_period = u64::try_from(r.cpu_period).unwrap_or(0);
+    c.cpu_quota = r.cpu_quota;
+    c.cpuset_cpus = r.cpuset_cpus.clone();
+    c.cpuset_mems = r.cpuset_mems.clone();
+    c.oom_score_adj = (r.oom_score_adj != 0).then_some(r.oom_score_adj);
+    c.hugepage_limits = r
+        .hugepage_limits
+        .iter()
+        .map(|h| (h.page_size.clone(), h.limit))
+        .collect();
+    c.unified = r.unified.clone().into_iter().collect();
+    c.memory_swap = r.memory_swap_limit_in_bytes;
 }
 
 fn state(r: &Record) -> v1::ContainerState {
@@ -234,8 +356,34 @@ pub fn status(m: &Manager, id: &str) -> Result<v1::ContainerStatus, Status> {
             })
             .collect(),
         log_path: r.log_path.clone(),
+        resources: Some(resources_of(&r)),
         ..Default::default()
     })
+}
+
+/// The resources the container was given (CreateContainer or the last
+/// UpdateContainerResources), for ContainerStatus.
+fn resources_of(r: &Record) -> v1::ContainerResources {
+    let c: CriLinux = serde_json::from_str(&r.config.cri_linux).unwrap_or_default();
+    v1::ContainerResources {
+        linux: Some(v1::LinuxContainerResources {
+            cpu_period: c.cpu_period as i64,
+            cpu_quota: c.cpu_quota,
+            cpu_shares: c.cpu_shares as i64,
+            memory_limit_in_bytes: r.config.memory,
+            oom_score_adj: c.oom_score_adj.unwrap_or(0),
+            cpuset_cpus: c.cpuset_cpus,
+            cpuset_mems: c.cpuset_mems,
+            hugepage_limits: c
+                .hugepage_limits
+                .into_iter()
+                .map(|(page_size, limit)| v1::HugepageLimit { page_size, limit })
+                .collect(),
+            unified: c.unified.into_iter().collect(),
+            memory_swap_limit_in_bytes: c.memory_swap,
+        }),
+        windows: None,
+    }
 }
 
 pub fn list(m: &Manager, filter: Option<v1::ContainerFilter>) -> Vec<v1::Container> {
@@ -397,6 +545,75 @@ pub async fn exec_sync(
         })
         .await;
     outcome
+}
+
+/// The CRI event for a change of a CRI container (None for other changes and containers):
+/// created, started, stopped (exited) and deleted, with the pod's and its containers' status
+/// as the kubelet's evented PLEG wants them.
+pub fn event(
+    m: &Manager,
+    pods: &Pods,
+    ev: &crate::containers::Event,
+) -> Option<v1::ContainerEventResponse> {
+    let r = &ev.record;
+    let pod = r.config.labels.get(POD)?;
+    let kind = if ev.removed {
+        v1::ContainerEventType::ContainerDeletedEvent
+    } else {
+        match r.phase {
+            Phase::Created => v1::ContainerEventType::ContainerCreatedEvent,
+            Phase::Running => v1::ContainerEventType::ContainerStartedEvent,
+            Phase::Exited => v1::ContainerEventType::ContainerStoppedEvent,
+            _ => return None,
+        }
+    };
+    Some(v1::ContainerEventResponse {
+        container_id: r.id.clone(),
+        container_event_type: kind as i32,
+        created_at: now_nanos(),
+        pod_sandbox_status: pods.status(pod).ok(),
+        containers_statuses: of_pod(m, pod)
+            .iter()
+            .filter_map(|id| status(m, id).ok())
+            .collect(),
+    })
+}
+
+/// UpdateContainerResources: new cgroup limits for a created or running container (the
+/// runtime's `update` through its shim).
+pub async fn update_resources(
+    m: &Arc<Manager>,
+    id: &str,
+    res: Option<v1::LinuxContainerResources>,
+) -> Result<(), Status> {
+    let r = cri_record(m, id)?;
+    let Some(res) = res else {
+        return Ok(());
+    };
+    if r.phase == Phase::Exited {
+        return Err(Status::failed_precondition(format!(
+            "container {} has exited",
+            r.id
+        )));
+    }
+    // Recorded for the next start (a created container has no cgroup yet)...
+    let mut c: CriLinux = serde_json::from_str(&r.config.cri_linux).unwrap_or_default();
+    set_resources(&mut c, &res);
+    let json = crate::cri_spec::resources(&c, res.memory_limit_in_bytes);
+    m.update_config(&r.id, |cfg| {
+        cfg.memory = res.memory_limit_in_bytes;
+        cfg.cri_linux = serde_json::to_string(&c).expect("json");
+    })?;
+    // ...and written to the cgroup of a running one.
+    let Ok((_, mut sh)) = m.running_shim(&r.id).await else {
+        return Ok(());
+    };
+    sh.update(berth_shim::api::UpdateRequest {
+        resources_json: serde_json::to_vec(&json).expect("json"),
+    })
+    .await
+    .map_err(|e| Status::new(e.code(), e.message().replace('\n', " ")))?;
+    Ok(())
 }
 
 /// ReopenContainerLog: the kubelet renamed the log to rotate it; the shim writes a new one.

@@ -1,10 +1,10 @@
 //! The Kubernetes CRI v1 API on berthd's socket (types from the `k8s-cri` crate).
 //!
 //! Done: the ImageService on the image store (PullImage, ImageStatus, ListImages, RemoveImage,
-//! ImageFsInfo), the RuntimeService's Version and Status, and pod sandboxes without containers
-//! ([`crate::pods`]) and containers in them ([`crate::cri_containers`]). Exec and streaming,
-//! stats and events are not implemented yet: those RPCs answer `Unimplemented` with the name of
-//! the call, never a panic.
+//! ImageFsInfo), the RuntimeService's Version and Status, pod sandboxes ([`crate::pods`]),
+//! containers in them ([`crate::cri_containers`], their security context and resources in
+//! [`crate::cri_spec`]), stats and container events. What is not implemented answers
+//! `Unimplemented` with the name of the call, never a panic.
 
 use berth_imagestore::metadata::ImageRecord;
 use berth_imagestore::Store;
@@ -113,7 +113,30 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         _: Request<v1::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        let mut rx = self.containers.subscribe();
+        let (m, pods) = (self.containers.clone(), self.pods.clone());
+        let (tx, out) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let ev = match rx.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("container events: a slow subscriber lost {n}");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let Some(e) = crate::cri_containers::event(&m, &pods, &ev) else {
+                    continue;
+                };
+                if tx.send(Ok(e)).await.is_err() {
+                    break; // the kubelet went away
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
     }
 
     async fn run_pod_sandbox(
@@ -237,9 +260,11 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn update_container_resources(
         &self,
-        _: Request<v1::UpdateContainerResourcesRequest>,
+        req: Request<v1::UpdateContainerResourcesRequest>,
     ) -> Result<Response<v1::UpdateContainerResourcesResponse>, Status> {
-        Err(not_yet("UpdateContainerResources"))
+        let r = req.into_inner();
+        crate::cri_containers::update_resources(&self.containers, &r.container_id, r.linux).await?;
+        Ok(Response::new(v1::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(

@@ -12,9 +12,11 @@ pub mod containers;
 pub mod containers_util;
 pub mod cri_containers;
 pub mod cri_service;
+pub mod cri_spec;
 pub mod daemon;
 pub mod images;
 pub mod network;
+pub mod pause;
 pub mod pods;
 pub mod spec;
 

@@ -31,6 +31,9 @@ struct Args {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some(berth_cri::pause::ARG) {
+        berth_cri::pause::main();
+    }
     let a = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&a.log))

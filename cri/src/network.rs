@@ -486,20 +486,7 @@ impl Network {
     /// holds it). Nothing there is fine.
     pub fn remove_netns(&self, id: &str) -> Result<()> {
         validate_id(id)?;
-        let path = self.netns_path(id);
-        // A pin may have been mounted twice by a racing create; take all of them off.
-        for _ in 0..16 {
-            match nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) => continue,
-                Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
-                Err(e) => bail!("remove network namespace {}: unmount: {e}", path.display()),
-            }
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => bail!("remove network namespace {}: {e}", path.display()),
-        }
+        unpin(&self.netns_path(id))
     }
 
     /// Attaches `id`'s namespace `netns` to the network as `ifname` and publishes `ports`.
@@ -1396,10 +1383,73 @@ fn ensure_shared_dir(dir: &Path) -> Result<()> {
     shared().map_err(|e| anyhow!("make {} shared: {e}", dir.display()))
 }
 
-/// Runs on a thread of its own, which it leaves in the new namespace.
-fn create_netns_blocking(dir: &Path, path: &Path) -> Result<()> {
+/// Pins a new IPC namespace at `<dir>/<id>-ipc` (with `ipc`) and a new UTS namespace with
+/// hostname `hostname` at `<dir>/<id>-uts` (when `hostname` is given), `dir` being a
+/// shared-propagation directory like the network namespaces'. Returns the paths. Already
+/// pinned ones are kept as they are.
+pub async fn pin_ipc_uts(
+    dir: &Path,
+    id: &str,
+    ipc: bool,
+    hostname: Option<&str>,
+) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+    validate_id(id)?;
+    let ipc = ipc.then(|| dir.join(format!("{id}-ipc")));
+    let uts = hostname.map(|h| (dir.join(format!("{id}-uts")), h.to_string()));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (d, i, u) = (dir.to_path_buf(), ipc.clone(), uts.clone());
+    // unshare changes the calling thread for good: a thread of our own that ends right after.
+    std::thread::Builder::new()
+        .name("berth-ns".into())
+        .spawn(move || {
+            let r = (|| -> Result<()> {
+                ensure_shared_dir(&d)?;
+                if let Some(i) = &i {
+                    pin_blocking(i, nix::sched::CloneFlags::CLONE_NEWIPC, "ipc", || Ok(()))?;
+                }
+                if let Some((u, h)) = &u {
+                    pin_blocking(u, nix::sched::CloneFlags::CLONE_NEWUTS, "uts", || {
+                        nix::unistd::sethostname(h)
+                            .map_err(|e| anyhow!("set the hostname {h:?}: {e}"))
+                    })?;
+                }
+                Ok(())
+            })();
+            let _ = tx.send(r);
+        })
+        .map_err(|e| anyhow!("pin namespaces for {id}: spawn a thread: {e}"))?;
+    match rx.await {
+        Ok(Ok(())) => Ok((ipc, uts.map(|(u, _)| u))),
+        Ok(Err(e)) => Err(anyhow!("pin namespaces for {id}: {e:#}")),
+        Err(_) => bail!("pin namespaces for {id}: the thread died"),
+    }
+}
+
+/// Unmounts and removes a namespace pin (all of its mounts); nothing there is fine.
+pub fn unpin(path: &Path) -> Result<()> {
+    for _ in 0..16 {
+        match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => break,
+            Err(e) => bail!("unpin namespace {}: unmount: {e}", path.display()),
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => bail!("unpin namespace {}: {e}", path.display()),
+    }
+}
+
+/// On the calling thread, which it leaves in the new namespace: unshare(`flag`), `setup`, and
+/// bind mount `/proc/thread-self/ns/<file>` on `path`.
+fn pin_blocking(
+    path: &Path,
+    flag: nix::sched::CloneFlags,
+    file: &str,
+    setup: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     use nix::mount::{mount, MsFlags};
-    ensure_shared_dir(dir)?;
     if is_netns(path) {
         return Ok(());
     }
@@ -1411,11 +1461,10 @@ fn create_netns_blocking(dir: &Path, path: &Path) -> Result<()> {
         .open(path)
         .map_err(|e| anyhow!("create {}: {e}", path.display()))?;
     let pin = || -> Result<()> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| anyhow!("unshare(CLONE_NEWNET): {e}"))?;
-        set_link_up("lo", true).map_err(|e| anyhow!("bring lo up: {e}"))?;
+        nix::sched::unshare(flag).map_err(|e| anyhow!("unshare({flag:?}): {e}"))?;
+        setup()?;
         mount(
-            Some("/proc/thread-self/ns/net"),
+            Some(format!("/proc/thread-self/ns/{file}").as_str()),
             path,
             None::<&str>,
             MsFlags::MS_BIND,
@@ -1425,6 +1474,14 @@ fn create_netns_blocking(dir: &Path, path: &Path) -> Result<()> {
     };
     pin().inspect_err(|_| {
         let _ = std::fs::remove_file(path);
+    })
+}
+
+/// Runs on a thread of its own, which it leaves in the new namespace.
+fn create_netns_blocking(dir: &Path, path: &Path) -> Result<()> {
+    ensure_shared_dir(dir)?;
+    pin_blocking(path, nix::sched::CloneFlags::CLONE_NEWNET, "net", || {
+        set_link_up("lo", true).map_err(|e| anyhow!("bring lo up: {e}"))
     })
 }
 

@@ -7,8 +7,9 @@
 //! change); `<state>/pods/<id>/` (hostname, hosts, resolv.conf); the namespace pin and CNI
 //! cache under the CRI network's state directory (`<state>/cri-net/`).
 //!
-//! Not done yet: IPC and UTS namespaces (they come with containers in sandboxes), sysctls,
-//! cgroup parents, pod-level resources.
+//! The IPC and UTS namespaces are pinned the same way (under `<state>/cri-ns/`), the hostname
+//! set in the UTS one; the pod's sysctls and cgroup parent are recorded and given to each of
+//! its containers.
 
 use crate::containers::{now_nanos, random_hex};
 use crate::network::{self, Network, PortMapping};
@@ -55,6 +56,32 @@ pub struct PodRecord {
     /// if the file changed or went away since.
     #[serde(default)]
     pub network_config: String,
+    /// The pinned IPC and UTS namespaces ("" when the host's are used, or once stopped).
+    #[serde(default)]
+    pub ipc_ns: String,
+    #[serde(default)]
+    pub uts_ns: String,
+    /// From LinuxPodSandboxConfig: every container of the pod gets them.
+    #[serde(default)]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cgroup_parent: String,
+    /// The init of the PID namespace the pod's containers share (0: none; see
+    /// [`crate::pause`]), with its start time.
+    #[serde(default)]
+    pub pause_pid: i32,
+    #[serde(default)]
+    pub pause_start: u64,
+}
+
+impl PodRecord {
+    /// The pod's pause process, if it has one.
+    pub fn pause(&self) -> Option<crate::pause::Pause> {
+        (self.pause_pid > 0).then_some(crate::pause::Pause {
+            pid: self.pause_pid,
+            start: self.pause_start,
+        })
+    }
 }
 
 pub struct Pods {
@@ -193,9 +220,8 @@ impl Pods {
                 "RunPodSandbox: metadata needs name, namespace and uid",
             ));
         }
-        let ns = cfg
-            .linux
-            .as_ref()
+        let linux = cfg.linux.as_ref();
+        let ns = linux
             .and_then(|l| l.security_context.as_ref())
             .and_then(|s| s.namespace_options.clone())
             .unwrap_or_default();
@@ -262,6 +288,14 @@ impl Pods {
             ports: ports.clone(),
             ns_modes: (ns.network, ns.pid, ns.ipc),
             network_config: String::new(),
+            ipc_ns: String::new(),
+            uts_ns: String::new(),
+            sysctls: linux
+                .map(|l| l.sysctls.clone().into_iter().collect())
+                .unwrap_or_default(),
+            cgroup_parent: linux.map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+            pause_pid: 0,
+            pause_start: 0,
         };
         self.put(&r)?;
         let made = async {
@@ -289,6 +323,30 @@ impl Pods {
                 ip = att.ip;
                 r.ip = ip.map(|i| i.to_string()).unwrap_or_default();
             }
+            // IPC and UTS: pinned like the network namespace, unless the host's are used
+            // (hostIPC; the hostname of a hostNetwork pod is the host's).
+            let host_ipc = ns.ipc == v1::NamespaceMode::Node as i32;
+            if !host_ipc || !host_network {
+                let (ipc, uts) = network::pin_ipc_uts(
+                    &self.ns_dir(),
+                    &id,
+                    !host_ipc,
+                    (!host_network).then_some(hostname.as_str()),
+                )
+                .await
+                .map_err(|e| internal("create the pod's namespaces", format!("{e:#}")))?;
+                r.ipc_ns = ipc.map(|p| p.display().to_string()).unwrap_or_default();
+                r.uts_ns = uts.map(|p| p.display().to_string()).unwrap_or_default();
+                self.put(&r)?;
+            }
+            // A PID namespace for the whole pod needs a process: the pause.
+            if ns.pid == v1::NamespaceMode::Pod as i32 {
+                let p = crate::pause::spawn(&self.state.join("pods").join(&id))
+                    .await
+                    .map_err(|e| internal("the pod's PID namespace", format!("{e:#}")))?;
+                (r.pause_pid, r.pause_start) = (p.pid, p.start);
+                self.put(&r)?;
+            }
             let dir = self.state.join("pods").join(&id);
             std::fs::create_dir_all(&dir).map_err(|e| internal("create pod directory", e))?;
             network::write_etc_files(&dir, &hostname, ip, &[])
@@ -312,8 +370,22 @@ impl Pods {
         Ok(id)
     }
 
-    /// CNI DEL and the namespace pin. Idempotent.
+    /// Where the pod's IPC and UTS namespaces are pinned (a shared-propagation directory).
+    fn ns_dir(&self) -> PathBuf {
+        self.state.join("cri-ns")
+    }
+
+    /// CNI DEL and the namespace pins. Idempotent.
     async fn teardown(&self, r: &PodRecord) -> Result<(), Status> {
+        if let Some(p) = r.pause() {
+            p.kill();
+        }
+        for p in [&r.ipc_ns, &r.uts_ns] {
+            if !p.is_empty() {
+                network::unpin(Path::new(p))
+                    .map_err(|e| internal("remove the pod's namespaces", format!("{e:#}")))?;
+            }
+        }
         if r.host_network {
             return Ok(());
         }
@@ -358,9 +430,16 @@ impl Pods {
         let _op = self.op.lock().await;
         let mut r = self.find(id)?;
         self.teardown(&r).await?;
-        if r.state != PodState::NotReady || !r.netns.is_empty() {
+        if r.state != PodState::NotReady
+            || !r.netns.is_empty()
+            || !r.ipc_ns.is_empty()
+            || r.pause_pid != 0
+        {
             r.state = PodState::NotReady;
             r.netns.clear();
+            r.ipc_ns.clear();
+            r.uts_ns.clear();
+            (r.pause_pid, r.pause_start) = (0, 0);
             self.put(&r)?;
             tracing::info!(id = %r.id, "pod sandbox stopped");
         }

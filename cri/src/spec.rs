@@ -296,7 +296,17 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
                         m.source
                     )));
                 }
-                let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+                // Private unless the mount asks for a propagation (the CRI's rslave/rshared).
+                let propagation = m.options.iter().any(|o| {
+                    matches!(
+                        o.as_str(),
+                        "rslave" | "rshared" | "slave" | "shared" | "private" | "rprivate"
+                    )
+                });
+                let mut opts = vec!["rbind".to_string()];
+                if !propagation {
+                    opts.push("rprivate".into());
+                }
                 if m.readonly {
                     opts.push("ro".into());
                 }
@@ -367,6 +377,11 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
     };
     if let Some(sig) = stop {
         spec["annotations"]["org.opencontainers.image.stopSignal"] = sig.into();
+    }
+    if !c.cri_linux.is_empty() {
+        let cri: crate::cri_spec::CriLinux = serde_json::from_str(&c.cri_linux)
+            .map_err(|e| Status::internal(format!("the container's CRI settings: {e}")))?;
+        crate::cri_spec::apply(&mut spec, &cri, i.id, c.memory, c.privileged)?;
     }
     Ok(spec)
 }

@@ -101,8 +101,29 @@ impl Daemon {
     /// What this daemon's containers could have left on the host: shim processes, mounts
     /// under its dir, network namespaces pinned by it, its bridge, veths on its bridge, iptables
     /// chains of its containers. Empty when all is clean.
+    /// The pids of the pause processes (the PID namespace inits of pods) this daemon started:
+    /// their command line names the pod's directory, in the test's. Not their parents, which
+    /// reap them (this VM's init does not reap orphans).
+    pub fn pause_processes(&self) -> Vec<i32> {
+        let dir = self.dir.display().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|pid: &i32| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                comm.trim() == "berth-pause" && cmd.contains("--berth-pause") && cmd.contains(&dir)
+            })
+            .collect()
+    }
+
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
+        for p in self.pause_processes() {
+            out.push(format!("pause process: {p}"));
+        }
         let dir = self.dir.display().to_string();
         for p in std::fs::read_dir("/proc").unwrap().flatten() {
             let Ok(cmd) = std::fs::read(p.path().join("cmdline")) else {
@@ -120,6 +141,7 @@ impl Daemon {
         for m in mounts_under(&self.dir) {
             if Path::new(&m) == netns_dir
                 || Path::new(&m) == self.dir.join("state/cri-net/netns")
+                || Path::new(&m) == self.dir.join("state/cri-ns")
                 || Path::new(&m) == self.dir.join("root")
             {
                 continue;
@@ -222,6 +244,17 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if self.containers {
             self.remove_all_containers();
+        }
+        // Pause processes of pods the test left (they are the daemon's children's children).
+        for pid in self.pause_processes() {
+            // SAFETY: kill(2) of a process our daemon started, by its pid.
+            unsafe { libc_kill(pid, 9) };
+        }
+        for _ in 0..100 {
+            if self.pause_processes().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         if let Some(mut c) = self.child.take() {
             // SAFETY: kill(2) of the child we started, by its pid.
