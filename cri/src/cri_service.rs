@@ -23,6 +23,41 @@ fn not_yet(rpc: &str) -> Status {
     Status::unimplemented(format!("{rpc} is not implemented by berthd yet"))
 }
 
+/// Credentials from PullImage's AuthConfig: user name and password, or docker's `auth`
+/// (base64 of `user:password`). Tokens are not supported (berth speaks basic auth and the
+/// registry's token flow with those); none at all is anonymous or the configured ones.
+fn pull_credentials(
+    a: &v1::AuthConfig,
+) -> Result<Option<berth_imagestore::auth::Credentials>, Status> {
+    use base64::Engine as _;
+    if !a.identity_token.is_empty() || !a.registry_token.is_empty() {
+        return Err(Status::unimplemented(
+            "PullImage with an identity or registry token is not implemented by berthd \
+             (give a user name and password)",
+        ));
+    }
+    let (username, password) = if !a.auth.is_empty() {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(a.auth.trim())
+            .map_err(|e| Status::invalid_argument(format!("PullImage auth: not base64: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Status::invalid_argument("PullImage auth: not UTF-8"))?;
+        let (u, p) = text
+            .split_once(':')
+            .ok_or_else(|| Status::invalid_argument("PullImage auth: not user:password"))?;
+        (u.to_string(), p.to_string())
+    } else {
+        (a.username.clone(), a.password.clone())
+    };
+    if username.is_empty() && password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(berth_imagestore::auth::Credentials {
+        username,
+        password,
+    }))
+}
+
 /// The RuntimeService.
 pub struct CriRuntime {
     /// Where CNI network configurations are looked for (default /etc/cni/net.d).
@@ -661,22 +696,19 @@ impl v1::image_service_server::ImageService for CriImages {
     ) -> Result<Response<v1::PullImageResponse>, Status> {
         let req = req.into_inner();
         let reference = image_ref(req.image.as_ref())?.to_string();
-        if let Some(a) = &req.auth {
-            if !(a.username.is_empty()
-                && a.password.is_empty()
-                && a.auth.is_empty()
-                && a.identity_token.is_empty()
-                && a.registry_token.is_empty())
-            {
-                return Err(Status::unimplemented(
-                    "PullImage with credentials in the request is not implemented by berthd yet \
-                     (berth login, or credentials in /etc/berth/config.toml, are used)",
-                ));
-            }
-        }
+        let credentials = req
+            .auth
+            .as_ref()
+            .map(pull_credentials)
+            .transpose()?
+            .flatten();
+        let opts = berth_imagestore::PullOptions {
+            credentials,
+            ..Default::default()
+        };
         let rec = self
             .store
-            .pull(&reference, &Default::default())
+            .pull(&reference, &opts)
             .await
             .map_err(crate::images::status)?;
         Ok(Response::new(v1::PullImageResponse {
@@ -760,5 +792,33 @@ mod tests {
         std::fs::write(d.join("10-a.conf"), "{}").unwrap();
         assert_eq!(first_cni_config(&d), Some(d.join("10-a.conf")));
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn pull_credentials_as_the_kubelet_sends_them() {
+        let c =
+            |a: v1::AuthConfig| pull_credentials(&a).map(|o| o.map(|c| (c.username, c.password)));
+        assert_eq!(c(v1::AuthConfig::default()).unwrap(), None);
+        let both = v1::AuthConfig {
+            username: "u".into(),
+            password: "p:w".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(both).unwrap(), Some(("u".into(), "p:w".into())));
+        let auth = v1::AuthConfig {
+            auth: "dTpwOnc=".into(), // u:p:w
+            ..Default::default()
+        };
+        assert_eq!(c(auth).unwrap(), Some(("u".into(), "p:w".into())));
+        let bad = v1::AuthConfig {
+            auth: "%%%".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(bad).unwrap_err().code(), tonic::Code::InvalidArgument);
+        let token = v1::AuthConfig {
+            registry_token: "t".into(),
+            ..Default::default()
+        };
+        assert_eq!(c(token).unwrap_err().code(), tonic::Code::Unimplemented);
     }
 }

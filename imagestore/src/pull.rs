@@ -42,6 +42,9 @@ pub struct PullOptions {
     /// From an index, also download (not unpack) every other platform, so the image can be
     /// pushed or exported as the same index (`docker pull --all-platforms`).
     pub all_platforms: bool,
+    /// Credentials for the image's registry for this pull only (not its mirrors), over
+    /// the configured ones: what a kubelet sends in PullImage.
+    pub credentials: Option<crate::auth::Credentials>,
 }
 
 impl Default for PullOptions {
@@ -52,6 +55,7 @@ impl Default for PullOptions {
             registry: RegistryOverrides::default(),
             progress: None,
             all_platforms: false,
+            credentials: None,
         }
     }
 }
@@ -109,7 +113,12 @@ async fn pull_inner(
     opts: &PullOptions,
 ) -> Result<(ImageRecord, PullReport), PullCause> {
     let mut report = PullReport::default();
-    let route = inner.registry.route(r, &opts.registry);
+    let mut route = inner.registry.route(r, &opts.registry);
+    if let Some(c) = &opts.credentials {
+        for ep in route.endpoints.iter_mut().filter(|e| !e.mirror) {
+            ep.creds = Some(c.clone());
+        }
+    }
     let (body, digest, route) = inner.registry.manifest(&route, r).await?;
     let mut whole_index = None;
     let (index, manifest_digest, manifest, media_type) = match parse_document(&body, None)? {

@@ -87,6 +87,8 @@ pub(crate) struct Endpoint {
     pub(crate) plain_http: bool,
     pub(crate) insecure: bool,
     pub(crate) mirror: bool,
+    /// Credentials given for this one call (the CRI's PullImage auth), over the configured.
+    pub(crate) creds: Option<Credentials>,
 }
 
 /// The endpoints of one operation, preferred first.
@@ -188,6 +190,7 @@ impl Registry {
             },
             insecure: ov.insecure || self.config.is_insecure(host),
             mirror,
+            creds: None,
         }
     }
 
@@ -214,7 +217,22 @@ impl Registry {
     }
 
     fn client(&self, ep: &Endpoint) -> Arc<oci_client::Client> {
-        let key = format!("{}|{}|{}", ep.host, ep.plain_http, ep.insecure);
+        // A client remembers the credentials it was first given: one per set of call-given
+        // credentials (keyed by a hash, not the password itself).
+        let creds = ep.creds.as_ref().map(|c| {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(format!(
+                "{}\0{}",
+                c.username, c.password
+            )))
+        });
+        let key = format!(
+            "{}|{}|{}|{}",
+            ep.host,
+            ep.plain_http,
+            ep.insecure,
+            creds.unwrap_or_default()
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         clients
             .entry(key)
@@ -249,7 +267,7 @@ impl Registry {
         if ep.mirror {
             oci.set_mirror_registry(ep.host.clone());
         }
-        let auth = match self.credentials(&ep.host) {
+        let auth = match ep.creds.clone().or_else(|| self.credentials(&ep.host)) {
             Some(c) => RegistryAuth::Basic(c.username, c.password),
             None => RegistryAuth::Anonymous,
         };

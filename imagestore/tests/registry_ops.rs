@@ -179,11 +179,31 @@ async fn login_push_and_pull_back() {
     assert!(!store.logout(&private.addr).await.unwrap());
     let anon = open(
         &tmp.path().join("c"),
-        common::hermetic_config(Some(auth_file)),
+        common::hermetic_config(Some(auth_file.clone())),
     )
     .await;
     let e = anon.pull(&dest, &PullOptions::default()).await.unwrap_err();
     assert_one_line(&e, &dest, "authoriz");
+    // Credentials given with the pull (a kubelet's PullImage auth): wrong ones are refused
+    // and store nothing; right ones pull, without writing any auth file.
+    let with = |password: &str| PullOptions {
+        credentials: Some(berth_imagestore::auth::Credentials {
+            username: REG_USER.into(),
+            password: password.into(),
+        }),
+        ..Default::default()
+    };
+    let e = anon.pull(&dest, &with("wrong")).await.unwrap_err();
+    assert_one_line(&e, &dest, "authoriz");
+    assert!(anon.image(&dest).await.is_err());
+    let back = anon.pull(&dest, &with(REG_PASS)).await.unwrap();
+    assert_eq!(back.manifest, src.manifest);
+    assert!(
+        !auth_file.exists()
+            || !std::fs::read_to_string(&auth_file)
+                .unwrap()
+                .contains(&private.addr)
+    );
 }
 
 /// An image stored with every platform of its index (imported from the fixture layout) is
