@@ -1032,6 +1032,15 @@ async fn security_context_namespaces_resources_and_events() {
         .await,
         create(
             "bad",
+            LinuxContainerSecurityContext {
+                run_as_group: Some(Int64Value { value: 5 }),
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await,
+        create(
+            "bad",
             Default::default(),
             ContainerConfig {
                 devices: vec![Device {

@@ -63,11 +63,21 @@ pub async fn create(
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
     let res = cfg.linux.as_ref().and_then(|l| l.resources.clone());
-    let user = match (&sec.run_as_user, &sec.run_as_group) {
-        (Some(u), Some(g)) => format!("{}:{}", u.value, g.value),
-        (Some(u), None) => u.value.to_string(),
-        (None, _) if !sec.run_as_username.is_empty() => sec.run_as_username.clone(),
-        _ => String::new(),
+    let user = match (
+        &sec.run_as_user,
+        &sec.run_as_group,
+        sec.run_as_username.as_str(),
+    ) {
+        (Some(u), Some(g), _) => format!("{}:{}", u.value, g.value),
+        (Some(u), None, _) => u.value.to_string(),
+        (None, Some(g), name) if !name.is_empty() => format!("{name}:{}", g.value),
+        (None, None, name) => name.to_string(),
+        // As containerd: a group alone would run as the image's user with another group.
+        (None, Some(_), _) => {
+            return Err(Status::invalid_argument(
+                "CreateContainer: run_as_group is set without run_as_user or run_as_username",
+            ))
+        }
     };
     let caps = sec.capabilities.clone().unwrap_or_default();
     let mut cri_linux = cri_linux(&pod, &sec, res.as_ref())?;
