@@ -1105,6 +1105,39 @@ async fn security_context_namespaces_resources_and_events() {
         );
     }
 
+    // The pod's PID namespace init dies: the pod is not ready any more (the kubelet makes a
+    // new one), and stopping it still works.
+    let pauses = d.pause_processes();
+    assert_eq!(
+        pauses.len(),
+        1,
+        "one pause process, for the pod sharing its PID namespace"
+    );
+    // SAFETY: kill(2) of the pause process our daemon started for this test's pod.
+    unsafe { libc_kill(pauses[0], 9) };
+    let mut ready = true;
+    for _ in 0..100 {
+        let st = rt
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        ready = st.state == PodSandboxState::SandboxReady as i32;
+        if !ready {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !ready,
+        "a pod whose PID namespace init died is reported ready"
+    );
+
     // Host IPC and PID: a pod that shares them sees the host's.
     let host_pod = rt
         .run_pod_sandbox(RunPodSandboxRequest {

@@ -533,6 +533,11 @@ fn metadata(r: &PodRecord) -> v1::PodSandboxMetadata {
 
 fn state(r: &PodRecord) -> v1::PodSandboxState {
     match r.state {
+        // A pod whose PID namespace init died can run no more containers: the kubelet
+        // makes a new sandbox when it sees it not ready.
+        PodState::Ready if r.pause().is_some_and(|p| !p.alive()) => {
+            v1::PodSandboxState::SandboxNotready
+        }
         PodState::Ready => v1::PodSandboxState::SandboxReady,
         _ => v1::PodSandboxState::SandboxNotready,
     }
