@@ -1221,3 +1221,238 @@ async fn security_context_namespaces_resources_and_events() {
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// GET / from `addr`: the status line and body, or the error.
+fn http_get(addr: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &addr.parse().expect("address"),
+        std::time::Duration::from_secs(2),
+    )?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: berth\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// Retries `http_get` for a while (nginx takes a moment to listen).
+fn http_get_eventually(addr: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match http_get(addr) {
+            Ok(page) if page.starts_with("HTTP/1.1 200") => return page,
+            Ok(page) => last = page,
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("GET {addr}: {last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
+    let n = 12;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let mut d = daemon("cri-nginx", n);
+    // The test network, with portmap's snat so that 127.0.0.1:<hostPort> is reachable.
+    write_pod_network(&d, n);
+    let conf_path = d.dir.join("net.d/10-test.conflist");
+    let mut conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();
+    conf["plugins"][1]["snat"] = true.into();
+    std::fs::write(&conf_path, conf.to_string()).unwrap();
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut im = ImageServiceClient::new(channel(&d).await);
+    let mut images = Vec::new();
+    for name in ["nginx", "busybox"] {
+        images.push(
+            im.pull_image(PullImageRequest {
+                image: spec(&format!("{}/library/{name}:latest", registry())),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image_ref,
+        );
+    }
+    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let logs = d.dir.join("podlogs");
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                port_mappings: vec![PortMapping {
+                    protocol: Protocol::Tcp as i32,
+                    container_port: 80,
+                    host_port: host_port as i32,
+                    host_ip: String::new(),
+                }],
+                log_directory: logs.display().to_string(),
+                ..pod_config("web2")
+            }),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let ip = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    let mut ids = Vec::new();
+    for (name, image, command) in [
+        ("nginx", &images[0], vec![]),
+        (
+            "sidecar",
+            &images[1],
+            vec!["sleep".to_string(), "1000".into()],
+        ),
+    ] {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: name.into(),
+                        attempt: 0,
+                    }),
+                    image: spec(image),
+                    command,
+                    log_path: format!("{name}/0.log"),
+                    ..Default::default()
+                }),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let (nginx, sidecar) = (ids[0].clone(), ids[1].clone());
+
+    // nginx on the pod's IP, and on the host port.
+    let page = http_get_eventually(&format!("{ip}:80"));
+    assert!(page.contains("<title>"), "{page}");
+    let page = http_get_eventually(&format!("127.0.0.1:{host_port}"));
+    assert!(page.contains("<title>"), "{page}");
+    // The sidecar reaches it on localhost: one network namespace for the pod.
+    let out = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: sidecar.clone(),
+            cmd: vec![
+                "wget".into(),
+                "-q".into(),
+                "-O".into(),
+                "-".into(),
+                "http://127.0.0.1/".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<title>"));
+    // An exec probe, as the kubelet runs it.
+    let probe = |rt: &RuntimeServiceClient<Channel>| {
+        let mut rt = rt.clone();
+        let nginx = nginx.clone();
+        async move {
+            rt.exec_sync(ExecSyncRequest {
+                container_id: nginx,
+                cmd: vec!["sh".into(), "-c".into(), "test -s /run/nginx.pid".into()],
+                timeout: 5,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .exit_code
+        }
+    };
+    assert_eq!(probe(&rt).await, 0);
+    // nginx's access log went to the kubelet's log path in the CRI format.
+    let log = logs.join("nginx/0.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" stdout F ") && l.contains("GET / HTTP")),
+        "{text}"
+    );
+
+    // berthd is killed and comes back: the pod, its IP, the host port and the probe are as
+    // they were.
+    d.kill9();
+    d.start();
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(st.network.unwrap().ip, ip);
+    assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+    http_get_eventually(&format!("127.0.0.1:{host_port}"));
+    assert_eq!(probe(&rt).await, 0);
+
+    // Stop and remove the pod (its containers with it): nothing is left, and the host port
+    // is closed.
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    for id in &ids {
+        let st = rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(st.state, ContainerState::ContainerExited as i32, "{id}");
+    }
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let left = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty(), "{left:?}");
+    assert!(http_get(&format!("127.0.0.1:{host_port}")).is_err());
+    let left = d.leftovers();
+    assert!(left.is_empty(), "{left:#?}");
+}
