@@ -1314,6 +1314,11 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
         .network
         .unwrap()
         .ip;
+    let termination = d.dir.join("termination");
+    for name in ["nginx", "sidecar"] {
+        std::fs::create_dir_all(&termination).unwrap();
+        std::fs::write(termination.join(name), "").unwrap();
+    }
     let mut ids = Vec::new();
     for (name, image, command) in [
         ("nginx", &images[0], vec![]),
@@ -1334,6 +1339,12 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
                     image: spec(image),
                     command,
                     log_path: format!("{name}/0.log"),
+                    // As the kubelet mounts each container's termination message file.
+                    mounts: vec![Mount {
+                        container_path: "/dev/termination-log".into(),
+                        host_path: termination.join(name).display().to_string(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
                 sandbox_config: None,
@@ -1374,6 +1385,25 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
         .into_inner();
     assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("<title>"));
+    // What a container writes to /dev/termination-log lands in the kubelet's file.
+    let out = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: sidecar.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "echo bye > /dev/termination-log".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(termination.join("sidecar")).unwrap(),
+        "bye\n"
+    );
     // An exec probe, as the kubelet runs it.
     let probe = |rt: &RuntimeServiceClient<Channel>| {
         let mut rt = rt.clone();
