@@ -1486,3 +1486,136 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_propagation_both_ways() {
+    let n = 13;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let d = daemon("cri-propagation", n);
+    write_pod_network(&d, n);
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut im = ImageServiceClient::new(channel(&d).await);
+    let image = im
+        .pull_image(PullImageRequest {
+            image: spec(&format!("{}/library/busybox:latest", registry())),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    // A shared mount on the host, as the kubelet's volumes live on (mounted under the test's
+    // directory; the daemon's cleanup unmounts what is below it).
+    let shared = d.dir.join("shared");
+    std::fs::create_dir_all(shared.join("from-host")).unwrap();
+    for args in [
+        vec!["--bind", shared.to_str().unwrap(), shared.to_str().unwrap()],
+        vec!["--make-rshared", shared.to_str().unwrap()],
+    ] {
+        assert!(std::process::Command::new("mount")
+            .args(&args)
+            .status()
+            .unwrap()
+            .success());
+    }
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("prop")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut ids = Vec::new();
+    for (name, target, propagation) in [
+        ("both", "/both", MountPropagation::PropagationBidirectional),
+        ("in", "/in", MountPropagation::PropagationHostToContainer),
+    ] {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ContainerConfig {
+                    metadata: Some(ContainerMetadata {
+                        name: name.into(),
+                        attempt: 0,
+                    }),
+                    image: spec(&image),
+                    command: vec!["sleep".into(), "1000".into()],
+                    mounts: vec![Mount {
+                        container_path: target.into(),
+                        host_path: shared.display().to_string(),
+                        propagation: propagation as i32,
+                        ..Default::default()
+                    }],
+                    linux: Some(LinuxContainerConfig {
+                        security_context: Some(LinuxContainerSecurityContext {
+                            privileged: true,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                sandbox_config: None,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    let exec = |id: &str, script: &str| {
+        let mut rt = rt.clone();
+        let (id, script) = (id.to_string(), script.to_string());
+        async move {
+            rt.exec_sync(ExecSyncRequest {
+                container_id: id,
+                cmd: vec!["sh".into(), "-c".into(), script],
+                timeout: 10,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    // Bidirectional: what the container mounts shows on the host.
+    let out = exec(
+        &ids[0],
+        "mkdir -p /both/from-container && mount -t tmpfs berth-prop /both/from-container",
+    )
+    .await;
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let there = shared.join("from-container").display().to_string();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(there.as_str())),
+        "the container's mount did not reach the host"
+    );
+    // HostToContainer: what the host mounts shows in the container.
+    assert!(std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "berth-prop-host"])
+        .arg(shared.join("from-host"))
+        .status()
+        .unwrap()
+        .success());
+    let out = exec(&ids[1], "grep -c ' /in/from-host ' /proc/self/mountinfo").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+}

@@ -329,7 +329,19 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
         }
     }
 
+    // A mount that propagates back to the host needs a shared root (and one that receives from
+    // it at least a slave root), as containerd sets it.
+    let opts: Vec<&str> = c
+        .mounts
+        .iter()
+        .flat_map(|m| m.options.iter().map(String::as_str))
+        .collect();
     let linux = &mut spec["linux"];
+    if opts.contains(&"rshared") {
+        linux["rootfsPropagation"] = "rshared".into();
+    } else if opts.contains(&"rslave") {
+        linux["rootfsPropagation"] = "rslave".into();
+    }
     linux["cgroupsPath"] = format!("/berth/{}", i.id).into();
     let ns = linux["namespaces"]
         .as_array_mut()
