@@ -78,6 +78,13 @@ async fn version_and_status_as_the_kubelet_reads_them() {
         .unwrap()
         .into_inner();
     assert!(cond(&s, "RuntimeReady").status);
+    // The handlers, with what they support (the kubelet reads user namespace support here).
+    let default = s
+        .runtime_handlers
+        .iter()
+        .find(|h| h.name.is_empty())
+        .unwrap();
+    assert!(!default.features.unwrap().user_namespaces);
     let net = cond(&s, "NetworkReady");
     assert!(!net.status);
     assert_eq!(net.reason, "NetworkPluginNotReady");
@@ -707,6 +714,14 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("other")),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{}", e.message());
     let e = rt
         .stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: "nosuch".into(),

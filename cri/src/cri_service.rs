@@ -16,6 +16,9 @@ use tonic::{Request, Response, Status};
 pub use v1::image_service_server::ImageServiceServer;
 pub use v1::runtime_service_server::RuntimeServiceServer;
 
+/// The runtime handlers (RuntimeClass handlers) berthd has: the default one, also by name.
+pub const RUNTIME_HANDLERS: &[&str] = &["", "berth"];
+
 /// The CRI version berth speaks.
 pub const CRI_API_VERSION: &str = "v1";
 
@@ -136,7 +139,19 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
                 conditions: vec![condition("RuntimeReady", true, "", String::new()), network],
             }),
             info,
-            ..Default::default()
+            runtime_handlers: RUNTIME_HANDLERS
+                .iter()
+                .map(|name| v1::RuntimeHandler {
+                    name: name.to_string(),
+                    features: Some(v1::RuntimeHandlerFeatures {
+                        recursive_read_only_mounts: false,
+                        user_namespaces: false,
+                    }),
+                })
+                .collect(),
+            features: Some(v1::RuntimeFeatures {
+                supplemental_groups_policy: false,
+            }),
         }))
     }
 

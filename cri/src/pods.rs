@@ -220,6 +220,12 @@ impl Pods {
                 "RunPodSandbox: metadata needs name, namespace and uid",
             ));
         }
+        if !crate::cri_service::RUNTIME_HANDLERS.contains(&req.runtime_handler.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "no runtime handler {:?}: berthd has the default one (\"\" or \"berth\")",
+                req.runtime_handler
+            )));
+        }
         let linux = cfg.linux.as_ref();
         let ns = linux
             .and_then(|l| l.security_context.as_ref())
