@@ -17,6 +17,7 @@ pub mod images;
 pub mod network;
 pub mod pods;
 pub mod spec;
+pub mod streaming;
 
 /// Where berthd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";
