@@ -3,3 +3,4 @@
 
 mod dictionary;
 pub mod spdy;
+pub mod ws;
