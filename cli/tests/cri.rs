@@ -1,7 +1,7 @@
 //! berthd's CRI v1 API driven the way a kubelet drives it, over the unix socket: Version and
 //! Status, the ImageService against the fixture registry, pod sandboxes on a real CNI bridge.
-//! and containers in them. (Exec and streaming are not implemented yet; those RPCs must answer
-//! Unimplemented.)
+//! and containers in them. (Exec, attach and port forwarding: cri_streaming.rs. What is not
+//! implemented must answer Unimplemented.)
 
 mod common;
 
@@ -80,11 +80,15 @@ async fn version_and_status_as_the_kubelet_reads_them() {
 
     // What is not implemented says so, by name.
     let e = rt
-        .port_forward(PortForwardRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("PortForward"), "{}", e.message());
+    assert!(
+        e.message().contains("CheckpointContainer"),
+        "{}",
+        e.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

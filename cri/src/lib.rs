@@ -12,6 +12,7 @@ pub mod containers;
 pub mod containers_util;
 pub mod cri_containers;
 pub mod cri_service;
+pub mod cri_streaming;
 pub mod daemon;
 pub mod images;
 pub mod network;
