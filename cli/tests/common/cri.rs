@@ -95,3 +95,49 @@ pub fn pod_config(name: &str) -> PodSandboxConfig {
         ..Default::default()
     }
 }
+
+/// Stops and removes a pod sandbox (and so its containers) when dropped, also when the test
+/// fails; from a thread of its own, as the test's runtime may be unwinding.
+pub struct PodGone {
+    pub sock: std::path::PathBuf,
+    pub id: String,
+}
+
+impl Drop for PodGone {
+    fn drop(&mut self) {
+        let (sock, id) = (self.sock.clone(), self.id.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let path = sock;
+                let Ok(ch) = tonic::transport::Endpoint::try_from("http://berthd")
+                    .unwrap()
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let p = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(p).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                else {
+                    return;
+                };
+                let mut rt = runtime_service_client::RuntimeServiceClient::new(ch);
+                let _ = rt
+                    .stop_pod_sandbox(StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                let _ = rt
+                    .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await;
+            });
+        })
+        .join();
+    }
+}
