@@ -4,9 +4,10 @@
 #   scripts/setup.sh            (as root; Debian bookworm)
 #
 # 1. Debian packages: the peers the tests compare with (runc, crun, podman, containerd, skopeo,
-#    umoci, CNI plugins, iptables), build needs (libseccomp-dev, pkg-config, protobuf-compiler)
-#    and tools (hyperfine, jq, busybox-static, docker-registry, curl). apt runs only when
-#    something is missing.
+#    umoci, CNI plugins, iptables), build needs (libseccomp-dev, pkg-config, protobuf-compiler),
+#    tools (hyperfine, jq, busybox-static, docker-registry, curl) and the clients of the CRI
+#    streaming tests (Go with spdystream, Python with websocket). apt runs only when something
+#    is missing.
 # 2. cargo-nextest (installed with `cargo install --locked` only when missing).
 # 3. The offline fixtures (busybox bundle, busybox/nginx/pause OCI layouts), built with
 #    ../shared/fixtures/build.sh into $BERTH_FIXTURES (default /var/cache/berth-fixtures),
@@ -32,6 +33,8 @@ PKGS=(
   libseccomp-dev pkg-config protobuf-compiler gcc   # build needs (libseccomp crate, CRI protos)
   hyperfine jq busybox-static docker-registry curl  # benchmarks, scripts, fixtures
   procps util-linux iproute2                        # pgrep, unshare/nsenter, ip
+  golang-go golang-github-docker-spdystream-dev     # the CRI streaming tests' SPDY client
+  python3 python3-websocket                         # and their WebSocket client
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,54 +1,16 @@
 //! berthd's CRI v1 API driven the way a kubelet drives it, over the unix socket: Version and
 //! Status, the ImageService against the fixture registry, pod sandboxes on a real CNI bridge.
-//! and containers in them. (Exec and streaming are not implemented yet; those RPCs must answer
-//! Unimplemented.)
+//! and containers in them. (Exec, attach and port forwarding: cri_streaming.rs. What is not
+//! implemented must answer Unimplemented.)
 
 mod common;
 
+use common::cri::*;
 use common::*;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
-
-async fn channel(d: &Daemon) -> Channel {
-    let path = d.sock();
-    tonic::transport::Endpoint::try_from("http://berthd")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .unwrap()
-}
-
-fn spec(image: &str) -> Option<ImageSpec> {
-    Some(ImageSpec {
-        image: image.into(),
-        ..Default::default()
-    })
-}
-
-/// A daemon whose CRI looks for CNI configs in `<dir>/net.d` (empty at first).
-fn daemon(name: &str, n: u8) -> Daemon {
-    let mut d = Daemon::with_containers(name, n);
-    let conf = d.dir.join("config.toml");
-    let mut text = std::fs::read_to_string(&conf).unwrap();
-    text.push_str(&format!(
-        "\n[cri]\ncni_conf_dir = \"{}\"\n",
-        d.dir.join("net.d").display()
-    ));
-    std::fs::write(&conf, text).unwrap();
-    std::fs::create_dir_all(d.dir.join("net.d")).unwrap();
-    d.kill9();
-    d.start();
-    d
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn version_and_status_as_the_kubelet_reads_them() {
@@ -125,11 +87,15 @@ async fn version_and_status_as_the_kubelet_reads_them() {
 
     // What is not implemented says so, by name.
     let e = rt
-        .port_forward(PortForwardRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
-    assert!(e.message().contains("PortForward"), "{}", e.message());
+    assert!(
+        e.message().contains("CheckpointContainer"),
+        "{}",
+        e.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,69 +196,6 @@ async fn images_through_the_cri() {
         .unwrap()
         .into_inner();
     assert!(all.images.is_empty(), "{all:?}");
-}
-
-/// A CNI bridge conflist for the test's pods: bridge `bk<n>`, 10.213.<n>.0/24, IPAM state in
-/// the test's dir. The bridge plugin never deletes its bridge: [`BridgeGone`] does.
-fn write_pod_network(d: &Daemon, n: u8) {
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": format!("berth-test-{n}"),
-        "plugins": [
-            {
-                "type": "bridge", "bridge": format!("bk{n}"), "isGateway": true, "ipMasq": true,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{ "subnet": format!("10.213.{n}.0/24") }]],
-                    "routes": [{ "dst": "0.0.0.0/0" }],
-                    "dataDir": d.dir.join("ipam"),
-                },
-            },
-            { "type": "portmap", "capabilities": { "portMappings": true } },
-        ],
-    });
-    std::fs::write(d.dir.join("net.d/10-test.conflist"), conf.to_string()).unwrap();
-}
-
-struct BridgeGone(String);
-
-impl Drop for BridgeGone {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["link", "del", &self.0])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
-fn pod_config(name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        labels: [("app".to_string(), name.to_string())].into(),
-        // As the kubelet asks for a pod without shareProcessNamespace.
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        dns_config: Some(DnsConfig {
-            servers: vec!["10.96.0.10".into()],
-            searches: vec!["default.svc.cluster.local".into()],
-            options: vec!["ndots:5".into()],
-        }),
-        ..Default::default()
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -772,7 +675,7 @@ impl Drop for CgroupGone {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_context_namespaces_resources_and_events() {
-    let n = 11;
+    let n = 14;
     let _bridge = BridgeGone(format!("bk{n}"));
     let parent = format!("/berthtest{n}/pod1");
     let _cg = CgroupGone(parent.clone());
@@ -1267,7 +1170,7 @@ fn http_get_eventually(addr: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
-    let n = 12;
+    let n = 15;
     let _bridge = BridgeGone(format!("bk{n}"));
     let mut d = daemon("cri-nginx", n);
     // The test network, with portmap's snat so that 127.0.0.1:<hostPort> is reachable.
@@ -1504,7 +1407,7 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_propagation_both_ways() {
-    let n = 13;
+    let n = 16;
     let _bridge = BridgeGone(format!("bk{n}"));
     let d = daemon("cri-propagation", n);
     write_pod_network(&d, n);

@@ -3,7 +3,8 @@
 //! Done: the ImageService on the image store (PullImage, ImageStatus, ListImages, RemoveImage,
 //! ImageFsInfo), the RuntimeService's Version and Status, pod sandboxes ([`crate::pods`]),
 //! containers in them ([`crate::cri_containers`], their security context and resources in
-//! [`crate::cri_spec`]), stats and container events. What is not implemented answers
+//! [`crate::cri_spec`]), stats and container events; Exec, Attach and PortForward answer URLs
+//! on the streaming server ([`crate::cri_streaming`]). What is not implemented answers
 //! `Unimplemented` with the name of the call, never a panic.
 
 use berth_imagestore::metadata::ImageRecord;
@@ -68,6 +69,8 @@ pub struct CriRuntime {
     pub pods: std::sync::Arc<crate::pods::Pods>,
     pub containers: std::sync::Arc<crate::containers::Manager>,
     pub store: Store,
+    /// Where Exec, Attach and PortForward send the client (None: they are unavailable).
+    pub streaming: Option<std::sync::Arc<crate::streaming::Server>>,
 }
 
 /// The first CNI network configuration in `dir` (`*.conf`, `*.conflist`, `*.json`, by name,
@@ -338,23 +341,29 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
 
     async fn exec(
         &self,
-        _: Request<v1::ExecRequest>,
+        req: Request<v1::ExecRequest>,
     ) -> Result<Response<v1::ExecResponse>, Status> {
-        Err(not_yet("Exec"))
+        let s = self.streaming.as_deref();
+        let r = crate::cri_streaming::exec_url(s, &self.containers, req.into_inner())?;
+        Ok(Response::new(r))
     }
 
     async fn attach(
         &self,
-        _: Request<v1::AttachRequest>,
+        req: Request<v1::AttachRequest>,
     ) -> Result<Response<v1::AttachResponse>, Status> {
-        Err(not_yet("Attach"))
+        let s = self.streaming.as_deref();
+        let r = crate::cri_streaming::attach_url(s, &self.containers, req.into_inner())?;
+        Ok(Response::new(r))
     }
 
     async fn port_forward(
         &self,
-        _: Request<v1::PortForwardRequest>,
+        req: Request<v1::PortForwardRequest>,
     ) -> Result<Response<v1::PortForwardResponse>, Status> {
-        Err(not_yet("PortForward"))
+        let s = self.streaming.as_deref();
+        let r = crate::cri_streaming::port_forward_url(s, &self.pods, req.into_inner())?;
+        Ok(Response::new(r))
     }
 
     async fn container_stats(

@@ -19,6 +19,8 @@ pub struct Options {
     pub log_dir: Option<PathBuf>,
     /// `None`: `$BERTH_CONFIG` or `/etc/berth/config.toml` if it exists.
     pub config: Option<PathBuf>,
+    /// The CRI streaming server's address (port 0: any free port).
+    pub streaming_addr: std::net::SocketAddr,
 }
 
 /// Holds `<state>/berthd.lock` (flock) for the daemon's lifetime: one berthd per state dir.
@@ -79,6 +81,8 @@ pub async fn run(o: Options) -> Result<()> {
     let pods = std::sync::Arc::new(
         crate::pods::Pods::open(store.clone(), &o.state, cni_conf_dir.clone(), plugin_dirs).await?,
     );
+    let streaming = crate::cri_streaming::serve(o.streaming_addr, manager.clone(), pods.clone())
+        .with_context(|| format!("streaming server: listen on {}", o.streaming_addr))?;
 
     if let Some(dir) = o.address.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -103,6 +107,7 @@ pub async fn run(o: Options) -> Result<()> {
         pods,
         containers: manager.clone(),
         store: svc.store.clone(),
+        streaming: Some(streaming),
     };
     let stopping = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = stopping.clone();

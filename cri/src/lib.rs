@@ -13,12 +13,14 @@ pub mod containers_util;
 pub mod cri_containers;
 pub mod cri_service;
 pub mod cri_spec;
+pub mod cri_streaming;
 pub mod daemon;
 pub mod images;
 pub mod network;
 pub mod pause;
 pub mod pods;
 pub mod spec;
+pub mod streaming;
 
 /// Where berthd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";

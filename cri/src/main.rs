@@ -25,6 +25,10 @@ struct Args {
     /// Configuration file (default: $BERTH_CONFIG or /etc/berth/config.toml if it exists)
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Address of the CRI streaming server (exec, attach, port-forward URLs); port 0 picks
+    /// a free port
+    #[arg(long, default_value = "127.0.0.1:0")]
+    streaming_addr: std::net::SocketAddr,
     /// Log filter (tracing's env-filter syntax; also $BERTH_LOG)
     #[arg(long, env = "BERTH_LOG", default_value = "info")]
     log: String,
@@ -50,6 +54,7 @@ fn main() {
         state: a.state,
         log_dir: a.log_dir,
         config: a.config,
+        streaming_addr: a.streaming_addr,
     }));
     if let Err(e) = r {
         eprintln!("berthd: {}", format!("{e:#}").replace('\n', " "));

@@ -2,6 +2,8 @@
 //! store, state, logs and network under a temp dir), and the berth CLI pointed at it.
 #![allow(dead_code)]
 
+pub mod cri;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;

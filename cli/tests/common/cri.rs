@@ -1,0 +1,154 @@
+//! What the CRI tests share: a gRPC channel to berthd's socket, a daemon whose CRI has a CNI
+//! config directory of its own, the pods' CNI bridge and its removal, a pod config.
+
+use super::*;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+
+pub async fn channel(d: &Daemon) -> Channel {
+    let path = d.sock();
+    tonic::transport::Endpoint::try_from("http://berthd")
+        .unwrap()
+        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+            let p = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(p).await?,
+                ))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+pub fn spec(image: &str) -> Option<ImageSpec> {
+    Some(ImageSpec {
+        image: image.into(),
+        ..Default::default()
+    })
+}
+
+/// A daemon whose CRI looks for CNI configs in `<dir>/net.d` (empty at first).
+pub fn daemon(name: &str, n: u8) -> Daemon {
+    let mut d = Daemon::with_containers(name, n);
+    let conf = d.dir.join("config.toml");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str(&format!(
+        "\n[cri]\ncni_conf_dir = \"{}\"\n",
+        d.dir.join("net.d").display()
+    ));
+    std::fs::write(&conf, text).unwrap();
+    std::fs::create_dir_all(d.dir.join("net.d")).unwrap();
+    d.kill9();
+    d.start();
+    d
+}
+
+/// A CNI bridge conflist for the test's pods: bridge `bk<n>`, 10.213.<n>.0/24, IPAM state in
+/// the test's dir. The bridge plugin never deletes its bridge: [`BridgeGone`] does.
+pub fn write_pod_network(d: &Daemon, n: u8) {
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": format!("berth-test-{n}"),
+        "plugins": [
+            {
+                "type": "bridge", "bridge": format!("bk{n}"), "isGateway": true, "ipMasq": true,
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{ "subnet": format!("10.213.{n}.0/24") }]],
+                    "routes": [{ "dst": "0.0.0.0/0" }],
+                    "dataDir": d.dir.join("ipam"),
+                },
+            },
+            { "type": "portmap", "capabilities": { "portMappings": true } },
+        ],
+    });
+    std::fs::write(d.dir.join("net.d/10-test.conflist"), conf.to_string()).unwrap();
+}
+
+pub struct BridgeGone(pub String);
+
+impl Drop for BridgeGone {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+pub fn pod_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        // As the kubelet asks for a pod without shareProcessNamespace.
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        ..Default::default()
+    }
+}
+
+/// Stops and removes a pod sandbox (and so its containers) when dropped, also when the test
+/// fails; from a thread of its own, as the test's runtime may be unwinding.
+pub struct PodGone {
+    pub sock: std::path::PathBuf,
+    pub id: String,
+}
+
+impl Drop for PodGone {
+    fn drop(&mut self) {
+        let (sock, id) = (self.sock.clone(), self.id.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let path = sock;
+                let Ok(ch) = tonic::transport::Endpoint::try_from("http://berthd")
+                    .unwrap()
+                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let p = path.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                                tokio::net::UnixStream::connect(p).await?,
+                            ))
+                        }
+                    }))
+                    .await
+                else {
+                    return;
+                };
+                let mut rt = runtime_service_client::RuntimeServiceClient::new(ch);
+                let _ = rt
+                    .stop_pod_sandbox(StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                let _ = rt
+                    .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await;
+            });
+        })
+        .join();
+    }
+}
