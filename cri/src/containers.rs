@@ -1584,7 +1584,6 @@ fn backoff(restarts: u32, ran_nanos: i64) -> Duration {
     Duration::from_millis((100u64 << restarts.min(10)).min(60_000))
 }
 
-/// Opens the shim's Attach stream and waits until it says it is attached.
 /// Tells a shim to delete its container (forcibly) and to exit; errors are ignored (it may be
 /// gone already).
 async fn discard_shim(shim: &mut ShimClient<Channel>) {
@@ -1597,6 +1596,7 @@ async fn discard_shim(shim: &mut ShimClient<Channel>) {
     let _ = shim.shutdown(berth_shim::api::Empty {}).await;
 }
 
+/// Opens the shim's Attach stream and waits until it says it is attached.
 pub async fn attach_shim(
     shim: &mut ShimClient<Channel>,
     stdin: tokio::sync::mpsc::Receiver<berth_shim::api::AttachIn>,
