@@ -1079,40 +1079,22 @@ async fn security_context_namespaces_resources_and_events() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    let hc = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: host_pod.clone(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: "h".into(),
-                    attempt: 0,
-                }),
-                image: spec(&image),
-                command: vec!["sleep".into(), "1000".into()],
-                linux: Some(LinuxContainerConfig {
-                    security_context: Some(LinuxContainerSecurityContext {
-                        namespace_options: Some(NamespaceOption {
-                            ipc: NamespaceMode::Node as i32,
-                            pid: NamespaceMode::Node as i32,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+    let host_ns = ContainerConfig {
+        command: vec!["sleep".into(), "1000".into()],
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    ipc: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Node as i32,
                     ..Default::default()
                 }),
                 ..Default::default()
             }),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: hc.clone(),
-    })
-    .await
-    .unwrap();
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let hc = run_container(&mut rt, &host_pod, "h", &image, host_ns).await;
     for ns in ["ipc", "pid"] {
         let host = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
         assert_eq!(
@@ -1246,36 +1228,18 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
             vec!["sleep".to_string(), "1000".into()],
         ),
     ] {
-        let id = rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(ContainerConfig {
-                    metadata: Some(ContainerMetadata {
-                        name: name.into(),
-                        attempt: 0,
-                    }),
-                    image: spec(image),
-                    command,
-                    log_path: format!("{name}/0.log"),
-                    // As the kubelet mounts each container's termination message file.
-                    mounts: vec![Mount {
-                        container_path: "/dev/termination-log".into(),
-                        host_path: termination.join(name).display().to_string(),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        rt.start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        let config = ContainerConfig {
+            command,
+            log_path: format!("{name}/0.log"),
+            // As the kubelet mounts each container's termination message file.
+            mounts: vec![Mount {
+                container_path: "/dev/termination-log".into(),
+                host_path: termination.join(name).display().to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let id = run_container(&mut rt, &pod, name, image, config).await;
         ids.push(id);
     }
     let (nginx, sidecar) = (ids[0].clone(), ids[1].clone());
@@ -1450,42 +1414,24 @@ async fn mount_propagation_both_ways() {
         ("both", "/both", MountPropagation::PropagationBidirectional),
         ("in", "/in", MountPropagation::PropagationHostToContainer),
     ] {
-        let id = rt
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(ContainerConfig {
-                    metadata: Some(ContainerMetadata {
-                        name: name.into(),
-                        attempt: 0,
-                    }),
-                    image: spec(&image),
-                    command: vec!["sleep".into(), "1000".into()],
-                    mounts: vec![Mount {
-                        container_path: target.into(),
-                        host_path: shared.display().to_string(),
-                        propagation: propagation as i32,
-                        ..Default::default()
-                    }],
-                    linux: Some(LinuxContainerConfig {
-                        security_context: Some(LinuxContainerSecurityContext {
-                            privileged: true,
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
+        let config = ContainerConfig {
+            command: vec!["sleep".into(), "1000".into()],
+            mounts: vec![Mount {
+                container_path: target.into(),
+                host_path: shared.display().to_string(),
+                propagation: propagation as i32,
+                ..Default::default()
+            }],
+            linux: Some(LinuxContainerConfig {
+                security_context: Some(LinuxContainerSecurityContext {
+                    privileged: true,
                     ..Default::default()
                 }),
-                sandbox_config: None,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .container_id;
-        rt.start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let id = run_container(&mut rt, &pod, name, &image, config).await;
         ids.push(id);
     }
     let exec = |id: &str, script: &str| {

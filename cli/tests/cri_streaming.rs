@@ -314,31 +314,12 @@ async fn start(
     cmd: &[&str],
     stdin: bool,
 ) -> String {
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(ContainerConfig {
-                metadata: Some(ContainerMetadata {
-                    name: name.into(),
-                    attempt: 0,
-                }),
-                image: spec(image),
-                command: cmd.iter().map(|s| s.to_string()).collect(),
-                stdin,
-                ..Default::default()
-            }),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
+    let config = ContainerConfig {
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        stdin,
+        ..Default::default()
+    };
+    run_container(rt, pod, name, image, config).await
 }
 
 async fn state(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {

@@ -152,3 +152,37 @@ impl Drop for PodGone {
         .join();
     }
 }
+
+/// Creates container `name` of `image` in `pod` from `config` (its metadata and image are
+/// set here), starts it, and returns its id.
+pub async fn run_container(
+    rt: &mut k8s_cri::v1::runtime_service_client::RuntimeServiceClient<Channel>,
+    pod: &str,
+    name: &str,
+    image: &str,
+    config: ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                image: spec(image),
+                ..config
+            }),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
