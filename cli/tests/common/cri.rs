@@ -116,29 +116,45 @@ pub struct PodGone {
 
 impl Drop for PodGone {
     fn drop(&mut self) {
-        let (sock, id) = (self.sock.clone(), self.id.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let path = sock;
-                let Ok(ch) = tonic::transport::Endpoint::try_from("http://berthd")
-                    .unwrap()
-                    .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                        let p = path.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                                tokio::net::UnixStream::connect(p).await?,
-                            ))
-                        }
-                    }))
-                    .await
-                else {
-                    return;
-                };
-                let mut rt = runtime_service_client::RuntimeServiceClient::new(ch);
+        remove_pods(&self.sock, Some(&self.id));
+    }
+}
+
+/// Stops and removes pod sandbox `id` (every pod with None) through the daemon at `sock`, from
+/// a thread of its own, as the test's runtime may be unwinding. A daemon that does not answer
+/// is left alone.
+pub fn remove_pods(sock: &std::path::Path, id: Option<&str>) {
+    let (sock, id) = (sock.to_path_buf(), id.map(str::to_string));
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let path = sock;
+            let Ok(ch) = tonic::transport::Endpoint::try_from("http://berthd")
+                .unwrap()
+                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                    let p = path.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                            tokio::net::UnixStream::connect(p).await?,
+                        ))
+                    }
+                }))
+                .await
+            else {
+                return;
+            };
+            let mut rt = runtime_service_client::RuntimeServiceClient::new(ch);
+            let ids = match id {
+                Some(id) => vec![id],
+                None => match rt.list_pod_sandbox(ListPodSandboxRequest::default()).await {
+                    Ok(r) => r.into_inner().items.into_iter().map(|p| p.id).collect(),
+                    Err(_) => return,
+                },
+            };
+            for id in ids {
                 let _ = rt
                     .stop_pod_sandbox(StopPodSandboxRequest {
                         pod_sandbox_id: id.clone(),
@@ -147,10 +163,10 @@ impl Drop for PodGone {
                 let _ = rt
                     .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
                     .await;
-            });
-        })
-        .join();
-    }
+            }
+        });
+    })
+    .join();
 }
 
 /// Creates container `name` of `image` in `pod` from `config` (its metadata and image are

@@ -245,6 +245,10 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if self.containers {
+            // Pods a failed test left: their CNI DEL (iptables rules, addresses) and pins.
+            if self.child.is_some() {
+                cri::remove_pods(&self.sock(), None);
+            }
             self.remove_all_containers();
         }
         // Pause processes of pods the test left (they are the daemon's children's children).
