@@ -43,8 +43,12 @@ leftovers() {
   pgrep -a '^berth' | sed 's/^/process: /' || true
   # Bridges of berthd's tests (bt<n>, see cli/tests/common) and of the network tests, with
   # the veths on them.
-  ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(bt[0-9]+|berth[0-9]+|btn[0-9a-z]*)(@|$)' \
+  ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(bt[0-9]+|bk[0-9]+|berth[0-9]+|btn[0-9a-z]*)(@|$)' \
     | sed 's/^/link: /' || true
+  # The CNI networks of the CRI tests (berth-test-<n>): the bridge plugin's masquerade rules
+  # and portmap's per-pod chains name them.
+  iptables-save -t nat 2>/dev/null | grep -e 'berth-test-' | sed 's/^/iptables: /' || true
+  find /sys/fs/cgroup -maxdepth 2 -type d -name 'berthtest*' 2>/dev/null | sed 's/^/cgroup: /' || true
   grep -l -e '/berth-test/' -e '/berth-shim-test/' -e ':/berth/' /proc/[0-9]*/cgroup 2>/dev/null \
     | sed 's|/proc/\([0-9]*\)/cgroup|process in a berth cgroup: \1|' || true
 }
