@@ -1483,3 +1483,85 @@ async fn mount_propagation_both_ways() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_made_and_removed_side_by_side() {
+    let n = 17;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let d = daemon("cri-many", n);
+    write_pod_network(&d, n);
+    let rt = RuntimeServiceClient::new(channel(&d).await);
+    // Ten RunPodSandbox at once, as a kubelet starting a node's pods: each gets its own
+    // address; the same pod twice at once is refused once.
+    let run = |name: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod_config(&name)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+        }
+    };
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        tasks.push(tokio::spawn(run(format!("p{i}"))));
+    }
+    tasks.push(tokio::spawn(run("p0".into())));
+    let mut ids = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(id) => ids.push(id),
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::AlreadyExists, "{}", e.message());
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((ids.len(), refused), (10, 1));
+    let mut ips = std::collections::BTreeSet::new();
+    for id in &ids {
+        let st = rt
+            .clone()
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        assert_eq!(st.state, PodSandboxState::SandboxReady as i32);
+        ips.insert(st.network.unwrap().ip);
+    }
+    assert_eq!(ips.len(), 10, "{ips:?}");
+    // Stopped and removed side by side too: nothing left, every address given back.
+    let mut tasks = Vec::new();
+    for id in ids {
+        let mut rt = rt.clone();
+        tasks.push(tokio::spawn(async move {
+            rt.stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await?;
+            rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let leased = std::fs::read_dir(d.dir.join(format!("ipam/berth-test-{n}")))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10.213."))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(leased, 0, "host-local still holds addresses");
+    let left = d.leftovers();
+    assert!(left.is_empty(), "{left:#?}");
+}

@@ -72,6 +72,9 @@ pub struct PodRecord {
     pub pause_pid: i32,
     #[serde(default)]
     pub pause_start: u64,
+    /// The CNI DEL has been done (StopPodSandbox): RemovePodSandbox does not run it again.
+    #[serde(default)]
+    pub network_down: bool,
 }
 
 impl PodRecord {
@@ -257,7 +260,9 @@ impl Pods {
                 protocol: protocol.into(),
             });
         }
-        let _op = self.op.lock().await;
+        // Held only while the name is checked and reserved (a Creating record): sandboxes
+        // are made side by side, their CNI ADDs too.
+        let op = self.op.lock().await;
         if let Some(other) = self.all().into_iter().find(|r| {
             r.name == md.name
                 && r.namespace == md.namespace
@@ -302,8 +307,10 @@ impl Pods {
             cgroup_parent: linux.map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
             pause_pid: 0,
             pause_start: 0,
+            network_down: false,
         };
         self.put(&r)?;
+        drop(op);
         let made = async {
             let mut ip = None;
             if !host_network {
@@ -395,8 +402,8 @@ impl Pods {
         if r.host_network {
             return Ok(());
         }
-        if r.network_config.is_empty() {
-            return Ok(()); // interrupted before anything was attached
+        if r.network_config.is_empty() || r.network_down {
+            return Ok(()); // interrupted before anything was attached, or done already
         }
         let net = Network::from_json(
             &r.network_config,
@@ -432,20 +439,37 @@ impl Pods {
         Ok(self.find(id)?.id)
     }
 
+    /// A sandbox RunPodSandbox is still making cannot be stopped or removed yet.
+    fn settled(&self, id: &str) -> Result<Option<PodRecord>, Status> {
+        match self.find(id) {
+            Ok(r) if r.state == PodState::Creating => Err(Status::failed_precondition(format!(
+                "pod sandbox {} is being created",
+                r.id
+            ))),
+            Ok(r) => Ok(Some(r)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(s),
+        }
+    }
+
     pub async fn stop(&self, id: &str) -> Result<(), Status> {
         let _op = self.op.lock().await;
-        let mut r = self.find(id)?;
+        let Some(mut r) = self.settled(id)? else {
+            return Err(Status::not_found(format!("pod sandbox {id:?} not found")));
+        };
         self.teardown(&r).await?;
         if r.state != PodState::NotReady
             || !r.netns.is_empty()
             || !r.ipc_ns.is_empty()
             || r.pause_pid != 0
+            || !r.network_down
         {
             r.state = PodState::NotReady;
             r.netns.clear();
             r.ipc_ns.clear();
             r.uts_ns.clear();
             (r.pause_pid, r.pause_start) = (0, 0);
+            r.network_down = true;
             self.put(&r)?;
             tracing::info!(id = %r.id, "pod sandbox stopped");
         }
@@ -454,11 +478,9 @@ impl Pods {
 
     pub async fn remove(&self, id: &str) -> Result<(), Status> {
         let _op = self.op.lock().await;
-        let r = match self.find(id) {
-            Ok(r) => r,
-            // Removing what is gone succeeds (the kubelet retries).
-            Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
-            Err(s) => return Err(s),
+        // Removing what is gone succeeds (the kubelet retries).
+        let Some(r) = self.settled(id)? else {
+            return Ok(());
         };
         self.teardown(&r).await?;
         self.forget(&r.id);
