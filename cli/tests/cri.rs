@@ -1312,6 +1312,56 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
         "{text}"
     );
 
+    // A debug container in nginx's PID namespace (`kubectl debug --target=nginx`): it sees
+    // nginx's master as pid 1. An unknown target is NotFound.
+    let target = |target_id: &str| ContainerConfig {
+        command: vec!["sleep".into(), "1000".into()],
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Target as i32,
+                    target_id: target_id.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let debug = run_container(&mut rt, &pod, "debug", &images[1], target(&nginx)).await;
+    let out = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: debug.clone(),
+            cmd: vec!["cat".into(), "/proc/1/cmdline".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("nginx: master"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    ids.push(debug);
+    let e = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "debug2".into(),
+                    attempt: 0,
+                }),
+                image: spec(&images[1]),
+                ..target("nosuch")
+            }),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message());
+
     // berthd is killed and comes back: the pod, its IP, the host port and the probe are as
     // they were.
     d.kill9();

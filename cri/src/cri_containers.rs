@@ -80,7 +80,7 @@ pub async fn create(
         }
     };
     let caps = sec.capabilities.clone().unwrap_or_default();
-    let mut cri_linux = cri_linux(&pod, &sec, res.as_ref())?;
+    let mut cri_linux = cri_linux(m, &pod, &sec, res.as_ref())?;
     cri_linux.devices = cfg
         .devices
         .iter()
@@ -171,6 +171,7 @@ pub async fn create(
 /// The pod's namespaces, sysctls and cgroup parent and the container's security context and
 /// resources, beyond what docker's options say.
 fn cri_linux(
+    m: &Manager,
     pod: &crate::pods::PodRecord,
     sec: &v1::LinuxContainerSecurityContext,
     res: Option<&v1::LinuxContainerResources>,
@@ -222,9 +223,25 @@ fn cri_linux(
             c.join.insert("pid".into(), p.ns_path());
         }
     } else if ns.pid == v1::NamespaceMode::Target as i32 {
-        return Err(Status::unimplemented(
-            "the PID namespace of a target container is not supported by berthd yet",
-        ));
+        // Another running container's of the same pod (an ephemeral container that debugs
+        // it, `kubectl debug --target`): its init's namespace, as the target runs now.
+        let target = cri_record(m, &ns.target_id).map_err(|_| {
+            Status::not_found(format!("target container {:?} not found", ns.target_id))
+        })?;
+        if target.config.labels.get(POD) != Some(&pod.id) {
+            return Err(Status::invalid_argument(format!(
+                "target container {} is not in pod sandbox {}",
+                target.id, pod.id
+            )));
+        }
+        if target.phase != Phase::Running || target.pid <= 0 {
+            return Err(Status::failed_precondition(format!(
+                "target container {} is not running",
+                target.id
+            )));
+        }
+        c.join
+            .insert("pid".into(), format!("/proc/{}/ns/pid", target.pid));
     }
     if !sec.masked_paths.is_empty() {
         c.masked_paths = Some(sec.masked_paths.clone());
