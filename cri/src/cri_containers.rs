@@ -8,10 +8,13 @@ use crate::containers::{now_nanos, Manager, Phase, Record};
 use crate::cri_spec::{CriLinux, Device, Seccomp};
 use crate::pods::Pods;
 use berth_imagestore::Store;
+use berth_shim::api as shim;
+use berth_shim::api::shim_client::ShimClient;
 use k8s_cri::v1;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use tonic::transport::Channel;
 use tonic::Status;
 
 const POD: &str = "io.berth.cri.pod";
@@ -485,7 +488,6 @@ pub async fn exec_sync(
     cmd: Vec<String>,
     timeout: i64,
 ) -> Result<v1::ExecSyncResponse, Status> {
-    use berth_shim::api as shim;
     if cmd.is_empty() {
         return Err(Status::invalid_argument("ExecSync: no command"));
     }
@@ -505,21 +507,7 @@ pub async fn exec_sync(
             .unwrap_or_default()
             .as_nanos()
     );
-    sh.exec(shim::ExecRequest {
-        exec_id: exec_id.clone(),
-        process_json: serde_json::to_vec(&process).expect("json"),
-        stdin: false,
-    })
-    .await
-    .map_err(|e| Status::new(e.code(), e.message().replace('\n', " ")))?;
-    let (in_tx, in_rx) = tokio::sync::mpsc::channel(1);
-    let _ = in_tx
-        .send(shim::AttachIn {
-            exec_id: exec_id.clone(),
-            ..Default::default()
-        })
-        .await;
-    let mut out = crate::containers::attach_shim(&mut sh, in_rx).await?;
+    let (in_tx, mut out) = start_exec(&mut sh, &exec_id, &process, false).await?;
     let mut sh2 = sh.clone();
     let eid = exec_id.clone();
     let run = async move {
@@ -548,13 +536,7 @@ pub async fn exec_sync(
         }),
         Ok((_, _, Err(e))) => Err(Status::internal(format!("exec: {}", e.message()))),
         Err(_) => {
-            let _ = sh
-                .kill(shim::KillRequest {
-                    exec_id: exec_id.clone(),
-                    signal: 9,
-                    all: false,
-                })
-                .await;
+            kill_exec(&mut sh, &exec_id).await;
             let _ = sh
                 .wait(shim::ProcessRef {
                     exec_id: exec_id.clone(),
@@ -641,6 +623,62 @@ pub async fn update_resources(
     .await
     .map_err(|e| Status::new(e.code(), e.message().replace('\n', " ")))?;
     Ok(())
+}
+
+/// Starts the OCI `process` as exec `exec_id` in the shim's container and attaches to it:
+/// the sender takes the client's input (stdin with `stdin`, terminal sizes), the stream gives
+/// the output until the process has exited. If the attach fails, the process is killed and
+/// forgotten.
+pub(crate) async fn start_exec(
+    sh: &mut ShimClient<Channel>,
+    exec_id: &str,
+    process: &serde_json::Value,
+    stdin: bool,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<shim::AttachIn>,
+        tonic::Streaming<shim::AttachOut>,
+    ),
+    Status,
+> {
+    sh.exec(shim::ExecRequest {
+        exec_id: exec_id.to_string(),
+        process_json: serde_json::to_vec(process).expect("json"),
+        stdin,
+    })
+    .await
+    .map_err(|e| Status::new(e.code(), e.message().replace('\n', " ")))?;
+    let (to_shim, from_us) = tokio::sync::mpsc::channel(16);
+    let _ = to_shim
+        .send(shim::AttachIn {
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        })
+        .await;
+    match crate::containers::attach_shim(sh, from_us).await {
+        Ok(out) => Ok((to_shim, out)),
+        Err(e) => {
+            kill_exec(sh, exec_id).await;
+            let _ = sh
+                .delete(shim::DeleteRequest {
+                    exec_id: exec_id.to_string(),
+                    force: true,
+                })
+                .await;
+            Err(e)
+        }
+    }
+}
+
+/// SIGKILL to exec `exec_id` (errors ignored: it may have exited).
+pub(crate) async fn kill_exec(sh: &mut ShimClient<Channel>, exec_id: &str) {
+    let _ = sh
+        .kill(shim::KillRequest {
+            exec_id: exec_id.to_string(),
+            signal: libc::SIGKILL,
+            all: false,
+        })
+        .await;
 }
 
 /// ReopenContainerLog: the kubelet renamed the log to rotate it; the shim writes a new one.

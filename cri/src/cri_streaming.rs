@@ -14,17 +14,16 @@
 
 use crate::api;
 use crate::containers::{Manager, Phase};
+use crate::cri_containers::{kill_exec, start_exec};
 use crate::pods::Pods;
 use crate::streaming::{Backend, Io, Server};
 use berth_shim::api as shim;
-use berth_shim::api::shim_client::ShimClient;
 use k8s_cri::v1;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::Channel;
 use tonic::Status;
 
 /// How long a terminal exec waits for the client's first terminal size before it starts.
@@ -127,16 +126,6 @@ async fn client_gone(a: Option<mpsc::Sender<Vec<u8>>>, b: Option<mpsc::Sender<Ve
     if let Some(b) = b {
         b.closed().await;
     }
-}
-
-async fn kill(sh: &mut ShimClient<Channel>, exec_id: &str) {
-    let _ = sh
-        .kill(shim::KillRequest {
-            exec_id: exec_id.to_string(),
-            signal: libc::SIGKILL,
-            all: false,
-        })
-        .await;
 }
 
 /// What ended a relay.
@@ -285,37 +274,12 @@ impl Backend for CriStreaming {
             }
         }
         let exec_id = format!("cri-{}", crate::containers::random_hex(8));
-        sh.exec(shim::ExecRequest {
-            exec_id: exec_id.clone(),
-            process_json: serde_json::to_vec(&process).expect("json"),
-            stdin: io.stdin.is_some(),
-        })
-        .await
-        .map_err(|e| Status::new(e.code(), e.message().replace('\n', " ")))?;
-        let (to_shim, from_us) = mpsc::channel(16);
-        let _ = to_shim
-            .send(shim::AttachIn {
-                exec_id: exec_id.clone(),
-                ..Default::default()
-            })
-            .await;
-        let mut out = match crate::containers::attach_shim(&mut sh, from_us).await {
-            Ok(o) => o,
-            Err(e) => {
-                kill(&mut sh, &exec_id).await;
-                let _ = sh
-                    .delete(shim::DeleteRequest {
-                        exec_id,
-                        force: true,
-                    })
-                    .await;
-                return Err(e);
-            }
-        };
+        let (to_shim, mut out) =
+            start_exec(&mut sh, &exec_id, &process, io.stdin.is_some()).await?;
         let end = relay(&mut out, to_shim, exec_id.clone(), io, tty, true).await;
         if end == End::ClientGone {
             tracing::info!(container = %r.id, exec_id, "exec: the client went away, killing the process");
-            kill(&mut sh, &exec_id).await;
+            kill_exec(&mut sh, &exec_id).await;
             while let Ok(Some(_)) = out.message().await {}
         }
         drop(out);
