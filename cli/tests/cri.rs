@@ -254,16 +254,7 @@ async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
 
     // A container in the pod: it has the pod's address and hostname, and logs where the
     // kubelet said.
-    let mut im = ImageServiceClient::new(channel(&d).await);
-    let image = im
-        .pull_image(PullImageRequest {
-            image: spec(&format!("{}/library/busybox:latest", registry())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let image = pull(&d, "busybox").await;
     let cid = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: id.clone(),
@@ -682,16 +673,7 @@ async fn security_context_namespaces_resources_and_events() {
     let d = daemon("cri-security", n);
     write_pod_network(&d, n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let mut im = ImageServiceClient::new(channel(&d).await);
-    let image = im
-        .pull_image(PullImageRequest {
-            image: spec(&format!("{}/library/busybox:latest", registry())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let image = pull(&d, "busybox").await;
     let mut events = rt
         .get_container_events(GetEventsRequest::default())
         .await
@@ -1106,16 +1088,7 @@ async fn security_context_namespaces_resources_and_events() {
     assert_eq!(exec(&hc, "hostname").await.0, "hostns", "the pod's own UTS");
 
     for p in [&id, &host_pod] {
-        rt.stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: p.to_string(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: p.to_string(),
-        })
-        .await
-        .unwrap();
+        stop_and_remove(&mut rt, p).await;
     }
     assert!(!d.dir.join(format!("state/cri-ns/{id}-ipc")).exists());
     let left = d.leftovers();
@@ -1163,20 +1136,7 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
     conf["plugins"][1]["snat"] = true.into();
     std::fs::write(&conf_path, conf.to_string()).unwrap();
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let mut im = ImageServiceClient::new(channel(&d).await);
-    let mut images = Vec::new();
-    for name in ["nginx", "busybox"] {
-        images.push(
-            im.pull_image(PullImageRequest {
-                image: spec(&format!("{}/library/{name}:latest", registry())),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .image_ref,
-        );
-    }
+    let images = [pull(&d, "nginx").await, pull(&d, "busybox").await];
     let host_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -1426,16 +1386,7 @@ async fn mount_propagation_both_ways() {
     let d = daemon("cri-propagation", n);
     write_pod_network(&d, n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let mut im = ImageServiceClient::new(channel(&d).await);
-    let image = im
-        .pull_image(PullImageRequest {
-            image: spec(&format!("{}/library/busybox:latest", registry())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let image = pull(&d, "busybox").await;
     // A shared mount on the host, as the kubelet's volumes live on (mounted under the test's
     // directory; the daemon's cleanup unmounts what is below it).
     let shared = d.dir.join("shared");
@@ -1522,16 +1473,7 @@ async fn mount_propagation_both_ways() {
         .success());
     let out = exec(&ids[1], "grep -c ' /in/from-host ' /proc/self/mountinfo").await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
+    stop_and_remove(&mut rt, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

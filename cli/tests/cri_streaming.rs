@@ -12,7 +12,6 @@ mod common;
 
 use common::cri::*;
 use common::*;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use std::io::{Read, Write};
@@ -271,18 +270,6 @@ fn processes(args: &[&str]) -> usize {
         .count()
 }
 
-async fn pull_busybox(d: &Daemon) -> String {
-    ImageServiceClient::new(channel(d).await)
-        .pull_image(PullImageRequest {
-            image: spec(&format!("{}/library/busybox:latest", registry())),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref
-}
-
 /// A ready pod, stopped and removed when the guard drops.
 async fn run_pod(
     rt: &mut RuntimeServiceClient<Channel>,
@@ -351,16 +338,7 @@ async fn exec_url(rt: &mut RuntimeServiceClient<Channel>, r: ExecRequest) -> Str
 
 /// Stops and removes the pod, then checks that nothing of it is left.
 async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, d: &Daemon, pod: &str) {
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod.into(),
-    })
-    .await
-    .unwrap();
+    stop_and_remove(rt, pod).await;
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }
@@ -373,7 +351,7 @@ async fn exec_over_spdy_and_websocket() {
     let d = daemon("cri-exec", n);
     write_pod_network(&d, n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let image = pull_busybox(&d).await;
+    let image = pull(&d, "busybox").await;
     let (pod, _pod_gone) = run_pod(&mut rt, &d, "execpod").await;
     let id = start(&mut rt, &pod, &image, "box", &["sleep", "1000"], false).await;
     let exit3 = ["sh", "-c", "echo out; echo err >&2; exit 3"];
@@ -561,7 +539,7 @@ async fn attach_over_spdy_and_websocket() {
     let d = daemon("cri-attach", n);
     write_pod_network(&d, n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let image = pull_busybox(&d).await;
+    let image = pull(&d, "busybox").await;
     let (pod, _pod_gone) = run_pod(&mut rt, &d, "attachpod").await;
     let id = start(&mut rt, &pod, &image, "shell", &["sh"], true).await;
     let attach = AttachRequest {
@@ -620,7 +598,7 @@ async fn port_forward_over_spdy_and_websocket() {
     let d = daemon("cri-portforward", n);
     write_pod_network(&d, n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
-    let image = pull_busybox(&d).await;
+    let image = pull(&d, "busybox").await;
     let (pod, _pod_gone) = run_pod(&mut rt, &d, "pfpod").await;
     // A server on the pod's port 8080: one line in, one line out, per connection.
     let server = [

@@ -6,7 +6,11 @@ use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 pub async fn channel(d: &Daemon) -> Channel {
-    let path = d.sock();
+    connect(d.sock()).await.unwrap()
+}
+
+/// A gRPC channel to the daemon listening on unix socket `path`.
+pub async fn connect(path: std::path::PathBuf) -> Result<Channel, tonic::transport::Error> {
     tonic::transport::Endpoint::try_from("http://berthd")
         .unwrap()
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
@@ -18,7 +22,36 @@ pub async fn channel(d: &Daemon) -> Channel {
             }
         }))
         .await
+}
+
+/// Pulls `<registry>/library/<name>:latest` through the CRI; its image ref.
+pub async fn pull(d: &Daemon, name: &str) -> String {
+    image_service_client::ImageServiceClient::new(channel(d).await)
+        .pull_image(PullImageRequest {
+            image: spec(&format!("{}/library/{name}:latest", registry())),
+            ..Default::default()
+        })
+        .await
         .unwrap()
+        .into_inner()
+        .image_ref
+}
+
+/// StopPodSandbox then RemovePodSandbox, both expected to succeed.
+pub async fn stop_and_remove(
+    rt: &mut runtime_service_client::RuntimeServiceClient<Channel>,
+    pod: &str,
+) {
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap();
 }
 
 pub fn spec(image: &str) -> Option<ImageSpec> {
@@ -131,19 +164,7 @@ pub fn remove_pods(sock: &std::path::Path, id: Option<&str>) {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let path = sock;
-            let Ok(ch) = tonic::transport::Endpoint::try_from("http://berthd")
-                .unwrap()
-                .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                    let p = path.clone();
-                    async move {
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                            tokio::net::UnixStream::connect(p).await?,
-                        ))
-                    }
-                }))
-                .await
-            else {
+            let Ok(ch) = connect(sock).await else {
                 return;
             };
             let mut rt = runtime_service_client::RuntimeServiceClient::new(ch);
