@@ -465,21 +465,12 @@ impl Network {
         validate_id(id)?;
         let dir = self.state_dir.join("netns");
         let path = dir.join(id);
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let p = path.clone();
-        // unshare(CLONE_NEWNET) changes the namespace of the calling thread for good, so do it on
-        // a thread of our own that ends right after, never on a runtime worker.
-        std::thread::Builder::new()
-            .name("berth-netns".into())
-            .spawn(move || {
-                let _ = tx.send(create_netns_blocking(&dir, &p));
-            })
-            .map_err(|e| anyhow!("create network namespace for {id}: spawn a thread: {e}"))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(path),
-            Ok(Err(e)) => Err(anyhow!("create network namespace for {id}: {e:#}")),
-            Err(_) => bail!("create network namespace for {id}: the thread died"),
-        }
+        on_own_thread(format!("create network namespace for {id}"), move || {
+            create_netns_blocking(&dir, &p)
+        })
+        .await?;
+        Ok(path)
     }
 
     /// Unmounts and removes the pin of `id`'s namespace (the namespace goes when nothing else
@@ -1396,32 +1387,40 @@ pub async fn pin_ipc_uts(
     validate_id(id)?;
     let ipc = ipc.then(|| dir.join(format!("{id}-ipc")));
     let uts = hostname.map(|h| (dir.join(format!("{id}-uts")), h.to_string()));
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let (d, i, u) = (dir.to_path_buf(), ipc.clone(), uts.clone());
-    // unshare changes the calling thread for good: a thread of our own that ends right after.
+    on_own_thread(format!("pin namespaces for {id}"), move || {
+        ensure_shared_dir(&d)?;
+        if let Some(i) = &i {
+            pin_blocking(i, nix::sched::CloneFlags::CLONE_NEWIPC, "ipc", || Ok(()))?;
+        }
+        if let Some((u, h)) = &u {
+            pin_blocking(u, nix::sched::CloneFlags::CLONE_NEWUTS, "uts", || {
+                nix::unistd::sethostname(h).map_err(|e| anyhow!("set the hostname {h:?}: {e}"))
+            })?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok((ipc, uts.map(|(u, _)| u)))
+}
+
+/// Runs `f` on a thread of its own that ends right after: unshare(2) changes the namespaces
+/// of the calling thread for good, which must never be a runtime worker. Errors say `what`.
+async fn on_own_thread(
+    what: String,
+    f: impl FnOnce() -> Result<()> + Send + 'static,
+) -> Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("berth-ns".into())
         .spawn(move || {
-            let r = (|| -> Result<()> {
-                ensure_shared_dir(&d)?;
-                if let Some(i) = &i {
-                    pin_blocking(i, nix::sched::CloneFlags::CLONE_NEWIPC, "ipc", || Ok(()))?;
-                }
-                if let Some((u, h)) = &u {
-                    pin_blocking(u, nix::sched::CloneFlags::CLONE_NEWUTS, "uts", || {
-                        nix::unistd::sethostname(h)
-                            .map_err(|e| anyhow!("set the hostname {h:?}: {e}"))
-                    })?;
-                }
-                Ok(())
-            })();
-            let _ = tx.send(r);
+            let _ = tx.send(f());
         })
-        .map_err(|e| anyhow!("pin namespaces for {id}: spawn a thread: {e}"))?;
+        .map_err(|e| anyhow!("{what}: spawn a thread: {e}"))?;
     match rx.await {
-        Ok(Ok(())) => Ok((ipc, uts.map(|(u, _)| u))),
-        Ok(Err(e)) => Err(anyhow!("pin namespaces for {id}: {e:#}")),
-        Err(_) => bail!("pin namespaces for {id}: the thread died"),
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(anyhow!("{what}: {e:#}")),
+        Err(_) => bail!("{what}: the thread died"),
     }
 }
 
