@@ -1557,3 +1557,240 @@ async fn pods_made_and_removed_side_by_side() {
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// A kubelet before 1.23 speaks CRI v1alpha2: the same calls, by their old name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1alpha2_kubelet_runs_a_pod() {
+    use k8s_cri::v1alpha2 as a2;
+    let n = 18;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let d = daemon("cri-alpha", n);
+    write_pod_network(&d, n);
+    let ch = channel(&d).await;
+    let mut rt = a2::runtime_service_client::RuntimeServiceClient::new(ch.clone());
+    let mut img = a2::image_service_client::ImageServiceClient::new(ch.clone());
+
+    let v = rt
+        .version(a2::VersionRequest {
+            version: "0.1.0".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.version.as_str(), v.runtime_api_version.as_str()),
+        ("0.1.0", "v1alpha2")
+    );
+    // The same connection still speaks v1.
+    let v1 = RuntimeServiceClient::new(ch.clone())
+        .version(VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v1.runtime_api_version, "v1");
+    let s = rt
+        .status(a2::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ready: Vec<_> = s
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .map(|c| (c.r#type, c.status))
+        .collect();
+    assert!(ready.contains(&("RuntimeReady".into(), true)), "{ready:?}");
+    assert!(ready.contains(&("NetworkReady".into(), true)), "{ready:?}");
+
+    let image = format!("{}/library/busybox:latest", registry());
+    let spec = || {
+        Some(a2::ImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        })
+    };
+    let image_ref = img
+        .pull_image(a2::PullImageRequest {
+            image: spec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    assert!(image_ref.starts_with("sha256:"), "{image_ref}");
+    let st = img
+        .image_status(a2::ImageStatusRequest {
+            image: spec(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.image.unwrap().id, image_ref);
+
+    let pod_config = a2::PodSandboxConfig {
+        metadata: Some(a2::PodSandboxMetadata {
+            name: "alpha".into(),
+            uid: "uid-alpha".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "alpha".into(),
+        log_directory: d.dir.join("pod-logs").display().to_string(),
+        linux: Some(a2::LinuxPodSandboxConfig {
+            security_context: Some(a2::LinuxSandboxSecurityContext {
+                namespace_options: Some(a2::NamespaceOption {
+                    pid: a2::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // The kubelet makes the pod's log directory and the container's in it.
+    std::fs::create_dir_all(d.dir.join("pod-logs/box")).unwrap();
+    let pod = rt
+        .run_pod_sandbox(a2::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let _gone = PodGone {
+        sock: d.sock(),
+        id: pod.clone(),
+    };
+    let ps = rt
+        .pod_sandbox_status(a2::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(ps.state, a2::PodSandboxState::SandboxReady as i32);
+    assert!(
+        ps.network.unwrap().ip.starts_with(&format!("10.213.{n}.")),
+        "pod has no address of the test's network"
+    );
+
+    let c = rt
+        .create_container(a2::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(a2::ContainerConfig {
+                metadata: Some(a2::ContainerMetadata {
+                    name: "box".into(),
+                    attempt: 0,
+                }),
+                image: spec(),
+                command: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo started; exec sleep 600".into(),
+                ],
+                log_path: "box/0.log".into(),
+                ..Default::default()
+            }),
+            sandbox_config: Some(pod_config),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(a2::StartContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .unwrap();
+    let cs = rt
+        .container_status(a2::ContainerStatusRequest {
+            container_id: c.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(cs.state, a2::ContainerState::ContainerRunning as i32);
+    assert_eq!(cs.image_ref, image_ref);
+    let out = rt
+        .exec_sync(a2::ExecSyncRequest {
+            container_id: c.clone(),
+            cmd: vec!["hostname".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"alpha\n"[..]));
+    let listed = rt
+        .list_containers(a2::ListContainersRequest {
+            filter: Some(a2::ContainerFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1);
+    let stats = rt
+        .container_stats(a2::ContainerStatsRequest {
+            container_id: c.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    // The kubelet reads the log the shim writes in the CRI format.
+    let log = std::fs::read_to_string(d.dir.join("pod-logs/box/0.log")).unwrap();
+    assert!(log.contains(" stdout F started"), "{log}");
+
+    // A call only v1 has is not there under the v1alpha2 name.
+    let mut e = tonic::client::Grpc::new(ch.clone());
+    e.ready().await.unwrap();
+    let r: Result<tonic::Response<a2::VersionResponse>, _> = e
+        .unary(
+            tonic::Request::new(a2::VersionRequest::default()),
+            "/runtime.v1alpha2.RuntimeService/RuntimeConfig"
+                .parse()
+                .unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await;
+    assert_eq!(r.unwrap_err().code(), tonic::Code::Unimplemented);
+
+    rt.stop_container(a2::StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(a2::RemoveContainerRequest { container_id: c })
+        .await
+        .unwrap();
+    rt.stop_pod_sandbox(a2::StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(a2::RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    let left = d.leftovers();
+    assert!(left.is_empty(), "{left:#?}");
+}

@@ -104,13 +104,13 @@ fn condition(kind: &str, ready: bool, reason: &str, message: String) -> v1::Runt
 impl v1::runtime_service_server::RuntimeService for CriRuntime {
     async fn version(
         &self,
-        _: Request<v1::VersionRequest>,
+        req: Request<v1::VersionRequest>,
     ) -> Result<Response<v1::VersionResponse>, Status> {
         Ok(Response::new(v1::VersionResponse {
             version: "0.1.0".into(),
             runtime_name: "berth".into(),
             runtime_version: env!("CARGO_PKG_VERSION").into(),
-            runtime_api_version: CRI_API_VERSION.into(),
+            runtime_api_version: crate::cri_alpha::api_version(&req).into(),
         }))
     }
 

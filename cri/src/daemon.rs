@@ -130,6 +130,7 @@ pub async fn run(o: Options) -> Result<()> {
         tracing::warn!("calls still open after {SHUTDOWN_GRACE:?}: stopping anyway");
     };
     let server = tonic::transport::Server::builder()
+        .layer(crate::cri_alpha::AlphaLayer)
         .add_service(ImagesServer::new(svc).max_decoding_message_size(64 << 20))
         .add_service(ContainersServer::new(csvc).max_decoding_message_size(64 << 20))
         .add_service(
@@ -141,7 +142,11 @@ pub async fn run(o: Options) -> Result<()> {
                 .max_decoding_message_size(16 << 20),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            // Clients that send the socket's path as the HTTP/2 authority are accepted.
+            tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::UnixListenerStream::new(listener),
+                |c| c.map(crate::uds_authority::FixAuthority::new),
+            ),
             shutdown,
         );
     let served = tokio::select! {

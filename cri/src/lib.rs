@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod container_svc;
 pub mod containers;
 pub mod containers_util;
+pub mod cri_alpha;
 pub mod cri_containers;
 pub mod cri_service;
 pub mod cri_spec;
@@ -21,6 +22,7 @@ pub mod pause;
 pub mod pods;
 pub mod spec;
 pub mod streaming;
+pub mod uds_authority;
 
 /// Where berthd listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";
