@@ -49,6 +49,10 @@ leftovers() {
   # and portmap's per-pod chains name them.
   iptables-save -t nat 2>/dev/null | grep -e 'berth-test-' | sed 's/^/iptables: /' || true
   find /sys/fs/cgroup -maxdepth 2 -type d -name 'berthtest*' 2>/dev/null | sed 's/^/cgroup: /' || true
+  # The kubelet of cli/tests/kubelet.rs and its pod's logs.
+  pgrep -a -f '^/var/cache/berth-k8s/kubelet ' | sed 's/^/process: /' || true
+  ls -d /var/log/pods/*berth-kubelet-test* /var/log/containers/*berth-kubelet-test* 2>/dev/null \
+    | sed 's/^/kubelet log: /' || true
   grep -l -e '/berth-test/' -e '/berth-shim-test/' -e ':/berth/' /proc/[0-9]*/cgroup 2>/dev/null \
     | sed 's|/proc/\([0-9]*\)/cgroup|process in a berth cgroup: \1|' || true
 }

@@ -21,8 +21,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-const GOPATH: &str = "/usr/share/gocode";
-
 /// The two clients, ready to run.
 struct Clients {
     spdy: PathBuf,
@@ -62,35 +60,7 @@ impl Clients {
             .unwrap_or_else(|| {
                 panic!("{python} has no `websocket` module: apt-get install python3-websocket")
             });
-        assert!(
-            Path::new(GOPATH)
-                .join("src/github.com/moby/spdystream/connection.go")
-                .exists(),
-            "no spdystream in {GOPATH}: apt-get install golang-github-docker-spdystream-dev"
-        );
-        // target/<profile>/streaming-client/spdy-client, built by each test process under a
-        // name of its own, then renamed into place (an atomic replace).
-        let out = bin("berthd").parent().unwrap().join("streaming-client");
-        std::fs::create_dir_all(&out).unwrap();
-        let tmp = out.join(format!("spdy-client.{}", std::process::id()));
-        let built = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&tmp)
-            .arg(".")
-            .current_dir(&src)
-            .env("GOPATH", GOPATH)
-            .env("GO111MODULE", "off")
-            .env("GOFLAGS", "")
-            .env("GOCACHE", out.join("gocache"))
-            .output()
-            .unwrap();
-        assert!(
-            built.status.success(),
-            "go build of the SPDY client: {}",
-            String::from_utf8_lossy(&built.stderr)
-        );
-        let spdy = out.join("spdy-client");
-        std::fs::rename(&tmp, &spdy).unwrap();
+        let spdy = build_spdy_client();
         Some(Clients {
             spdy,
             python: python.into(),

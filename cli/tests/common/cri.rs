@@ -223,3 +223,43 @@ pub async fn run_container(
     .unwrap();
     id
 }
+
+/// Debian's Go packages, for builds in GOPATH mode (offline).
+pub const GOPATH: &str = "/usr/share/gocode";
+
+/// Builds `tests/streaming-client` (a client of kubectl's SPDY protocols, on Debian's Go and
+/// spdystream) into `target/<profile>/streaming-client/spdy-client`; its path.
+pub fn build_spdy_client() -> std::path::PathBuf {
+    use std::path::Path;
+    assert!(
+        Path::new(GOPATH)
+            .join("src/github.com/moby/spdystream/connection.go")
+            .exists(),
+        "no spdystream in {GOPATH}: apt-get install golang-go golang-github-docker-spdystream-dev"
+    );
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streaming-client");
+    // Built by each test process under a name of its own, then renamed into place (an atomic
+    // replace).
+    let out = bin("berthd").parent().unwrap().join("streaming-client");
+    std::fs::create_dir_all(&out).unwrap();
+    let tmp = out.join(format!("spdy-client.{}", std::process::id()));
+    let built = std::process::Command::new("go")
+        .args(["build", "-o"])
+        .arg(&tmp)
+        .arg(".")
+        .current_dir(&src)
+        .env("GOPATH", GOPATH)
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", out.join("gocache"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "go build of the SPDY client: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let spdy = out.join("spdy-client");
+    std::fs::rename(&tmp, &spdy).unwrap();
+    spdy
+}

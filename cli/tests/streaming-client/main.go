@@ -12,6 +12,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -29,17 +30,18 @@ import (
 )
 
 var (
-	stdinFlag   = flag.Bool("stdin", false, "send stdin")
-	stdoutFlag  = flag.Bool("stdout", true, "receive stdout")
-	stderrFlag  = flag.Bool("stderr", true, "receive stderr")
-	ttyFlag     = flag.Bool("tty", false, "a terminal")
-	protocols   = flag.String("protocols", "v4.channel.k8s.io,v3.channel.k8s.io,v2.channel.k8s.io,channel.k8s.io", "X-Stream-Protocol-Version values, in order of preference")
-	statusFile  = flag.String("status", "", "write what came on the error stream here")
-	resizeOnOut = flag.Bool("resize-on-output", false, "send the second -resize once output arrives")
-	port        = flag.Int("port", 0, "portforward: the remote port")
-	command     multi
-	resizes     multi
-	sends       multi
+	stdinFlag     = flag.Bool("stdin", false, "send stdin")
+	stdoutFlag    = flag.Bool("stdout", true, "receive stdout")
+	stderrFlag    = flag.Bool("stderr", true, "receive stderr")
+	ttyFlag       = flag.Bool("tty", false, "a terminal")
+	protocols     = flag.String("protocols", "v4.channel.k8s.io,v3.channel.k8s.io,v2.channel.k8s.io,channel.k8s.io", "X-Stream-Protocol-Version values, in order of preference")
+	statusFile    = flag.String("status", "", "write what came on the error stream here")
+	resizeOnOut   = flag.Bool("resize-on-output", false, "send the second -resize once output arrives")
+	kubeletParams = flag.Bool("kubelet", false, "name the streams in the query as a kubelet's API takes them (input=1...)")
+	port          = flag.Int("port", 0, "portforward: the remote port")
+	command       multi
+	resizes       multi
+	sends         multi
 )
 
 type multi []string
@@ -69,7 +71,13 @@ func dial(rawURL string, query url.Values, protos []string) (*spdystream.Connect
 	if len(query) > 0 {
 		u.RawQuery = query.Encode()
 	}
-	conn, err := net.Dial("tcp", u.Host)
+	var conn net.Conn
+	if u.Scheme == "https" {
+		// A kubelet's API, whose serving certificate is its own self-signed one.
+		conn, err = tls.Dial("tcp", u.Host, &tls.Config{InsecureSkipVerify: true})
+	} else {
+		conn, err = net.Dial("tcp", u.Host)
+	}
 	if err != nil {
 		die("%v", err)
 	}
@@ -130,10 +138,24 @@ func remoteCommand(rawURL string) {
 	for _, c := range command {
 		q.Add("command", c)
 	}
-	q.Set("stdin", strconv.FormatBool(*stdinFlag))
-	q.Set("stdout", strconv.FormatBool(*stdoutFlag))
-	q.Set("stderr", strconv.FormatBool(*stderrFlag))
-	q.Set("tty", strconv.FormatBool(*ttyFlag))
+	if *kubeletParams {
+		// What the API server sends a kubelet's /exec and /attach.
+		one := func(b bool) string {
+			if b {
+				return "1"
+			}
+			return "0"
+		}
+		q.Set("input", one(*stdinFlag))
+		q.Set("output", one(*stdoutFlag))
+		q.Set("error", one(*stderrFlag))
+		q.Set("tty", one(*ttyFlag))
+	} else {
+		q.Set("stdin", strconv.FormatBool(*stdinFlag))
+		q.Set("stdout", strconv.FormatBool(*stdoutFlag))
+		q.Set("stderr", strconv.FormatBool(*stderrFlag))
+		q.Set("tty", strconv.FormatBool(*ttyFlag))
+	}
 	conn, proto := dial(rawURL, q, strings.Split(*protocols, ","))
 	defer conn.Close()
 
