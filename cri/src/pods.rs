@@ -483,6 +483,17 @@ impl Pods {
             return Ok(());
         };
         self.teardown(&r).await?;
+        if !r.cgroup_parent.is_empty() {
+            // What the pod's containers made above their cgroups in the unified hierarchy of
+            // a hybrid host, which the kubelet does not remove.
+            let parent = crate::cri_spec::cgroups_path(&r.cgroup_parent, "x");
+            let parent = parent.rsplit_once('/').map_or("", |(p, _)| p);
+            if !parent.is_empty() {
+                if let Err(e) = berth_runtime::cgroups::remove_empty_unified_parents(parent) {
+                    tracing::warn!(id = %r.id, "pod cgroup parent: {e}");
+                }
+            }
+        }
         self.forget(&r.id);
         tracing::info!(id = %r.id, "pod sandbox removed");
         Ok(())
