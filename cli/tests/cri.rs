@@ -1794,3 +1794,108 @@ async fn a_v1alpha2_kubelet_runs_a_pod() {
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// Pod-level resources without a cgroup parent from the kubelet: berthd makes the pod's cgroup
+/// with the sum of the limits and the overhead, puts the containers below it, keeps it while
+/// the pod has no container, and removes it with the pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_level_resources_without_a_cgroup_parent() {
+    let n = 20;
+    let _bridge = BridgeGone(format!("bk{n}"));
+    let d = daemon("cri-podres", n);
+    write_pod_network(&d, n);
+    let image = pull(&d, "busybox").await;
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    let mut config = pod_config("limited");
+    let linux = config.linux.as_mut().unwrap();
+    linux.resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        cpu_shares: 512,
+        ..Default::default()
+    });
+    linux.overhead = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        cpu_quota: 5_000,
+        cpu_period: 50_000,
+        cpu_shares: 10,
+        ..Default::default()
+    });
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let _gone = PodGone {
+        sock: d.sock(),
+        id: pod.clone(),
+    };
+    let pod_cgroup = format!("/berth/pod-{pod}");
+    let limit =
+        || std::fs::read_to_string(memory_limit_file(&pod_cgroup)).map(|s| s.trim().to_string());
+    assert_eq!(limit().unwrap(), (80u64 << 20).to_string());
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let cpu = if v2 {
+        std::fs::read_to_string(format!("/sys/fs/cgroup{pod_cgroup}/cpu.max")).unwrap()
+    } else {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{pod_cgroup}/cpu.cfs_quota_us")).unwrap()
+    };
+    // 50 ms per 100 ms, plus the overhead's 5 ms per 50 ms.
+    assert!(cpu.starts_with("60000"), "{cpu}");
+
+    let sleep = |rt: &mut RuntimeServiceClient<Channel>, name: &'static str| {
+        let (mut rt, pod, image) = (rt.clone(), pod.clone(), image.clone());
+        async move {
+            run_container(
+                &mut rt,
+                &pod,
+                name,
+                &image,
+                ContainerConfig {
+                    command: vec!["sleep".into(), "600".into()],
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let c = sleep(&mut rt, "first").await;
+    let pid = d
+        .berth(&["inspect", "--format", "{{.State.Pid}}", &c])
+        .stdout();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    assert!(
+        cgroup
+            .lines()
+            .all(|l| l.ends_with(&format!("{pod_cgroup}/{c}"))),
+        "{cgroup}"
+    );
+    // The pod's only container removed (the kubelet restarting it): a new one is limited
+    // the same.
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(RemoveContainerRequest { container_id: c })
+        .await
+        .unwrap();
+    let c = sleep(&mut rt, "second").await;
+    assert_eq!(limit().unwrap(), (80u64 << 20).to_string());
+    let pid = d
+        .berth(&["inspect", "--format", "{{.State.Pid}}", &c])
+        .stdout();
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    assert!(cgroup.contains(&pod_cgroup), "{cgroup}");
+
+    stop_and_remove(&mut rt, &pod).await;
+    assert!(limit().is_err(), "the pod's cgroup is left");
+    let left = d.leftovers();
+    assert!(left.is_empty(), "{left:#?}");
+}

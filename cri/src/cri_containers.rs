@@ -45,6 +45,7 @@ pub async fn create(
     req: v1::CreateContainerRequest,
 ) -> Result<String, Status> {
     let (pod, etc_dir) = pods.for_container(&req.pod_sandbox_id)?;
+    crate::pods::ensure_pod_cgroup(&pod)?;
     let cfg = req
         .config
         .ok_or_else(|| Status::invalid_argument("CreateContainer: no config"))?;

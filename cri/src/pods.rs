@@ -66,6 +66,11 @@ pub struct PodRecord {
     pub sysctls: BTreeMap<String, String>,
     #[serde(default)]
     pub cgroup_parent: String,
+    /// The pod-level resources of a request that gave no cgroup parent: berthd made the pod's
+    /// cgroup (`cgroup_parent`, `/berth/pod-<id>`) with these limits, and removes it with the
+    /// pod.
+    #[serde(default)]
+    pub pod_resources: Option<oci_spec::runtime::LinuxResources>,
     /// The init of the PID namespace the pod's containers share (0: none; see
     /// [`crate::pause`]), with its start time.
     #[serde(default)]
@@ -305,13 +310,25 @@ impl Pods {
                 .map(|l| l.sysctls.clone().into_iter().collect())
                 .unwrap_or_default(),
             cgroup_parent: linux.map(|l| l.cgroup_parent.clone()).unwrap_or_default(),
+            pod_resources: None,
             pause_pid: 0,
             pause_start: 0,
             network_down: false,
         };
+        // Pod-level resources (LinuxPodSandboxConfig.resources and overhead) with no cgroup
+        // parent from the kubelet: berthd makes the pod's cgroup, limits it, and the pod's
+        // containers go below it (with a parent, the kubelet sized that pod cgroup itself).
+        let pod_resources = linux
+            .filter(|l| l.cgroup_parent.is_empty())
+            .and_then(|l| pod_resources(l.resources.as_ref(), l.overhead.as_ref()));
+        if pod_resources.is_some() {
+            r.cgroup_parent = format!("{}/pod-{id}", berth_runtime::cgroups::BERTH_PARENT);
+            r.pod_resources = pod_resources;
+        }
         self.put(&r)?;
         drop(op);
         let made = async {
+            ensure_pod_cgroup(&r)?;
             let mut ip = None;
             if !host_network {
                 let net = self.network()?;
@@ -376,6 +393,7 @@ impl Pods {
         .await;
         if let Err(e) = made {
             let _ = self.teardown(&r).await;
+            let _ = remove_pod_cgroup(&r);
             self.forget(&id);
             return Err(e);
         }
@@ -483,7 +501,8 @@ impl Pods {
             return Ok(());
         };
         self.teardown(&r).await?;
-        if !r.cgroup_parent.is_empty() {
+        remove_pod_cgroup(&r)?;
+        if !r.cgroup_parent.is_empty() && r.pod_resources.is_none() {
             // What the pod's containers made above their cgroups in the unified hierarchy of
             // a hybrid host, which the kubelet does not remove.
             let parent = crate::cri_spec::cgroups_path(&r.cgroup_parent, "x");
@@ -561,6 +580,74 @@ impl Pods {
     }
 }
 
+/// The OCI resources of a pod cgroup from the CRI's pod-level resources: the sum of the
+/// containers' limits plus the pod overhead, as the kubelet sizes a pod cgroup. None when
+/// neither limits memory or CPU.
+fn pod_resources(
+    res: Option<&v1::LinuxContainerResources>,
+    overhead: Option<&v1::LinuxContainerResources>,
+) -> Option<oci_spec::runtime::LinuxResources> {
+    let d = v1::LinuxContainerResources::default();
+    let (res, over) = (res.unwrap_or(&d), overhead.unwrap_or(&d));
+    let mut out = serde_json::json!({});
+    if res.memory_limit_in_bytes > 0 {
+        out["memory"] = serde_json::json!({
+            "limit": res.memory_limit_in_bytes + over.memory_limit_in_bytes.max(0)
+        });
+    }
+    let mut cpu = serde_json::json!({});
+    if res.cpu_shares > 0 {
+        cpu["shares"] = (res.cpu_shares + over.cpu_shares.max(0)).into();
+    }
+    if res.cpu_quota > 0 {
+        let period = if res.cpu_period > 0 {
+            res.cpu_period
+        } else {
+            100_000
+        };
+        // The overhead's quota in the pod's period.
+        let over_quota = match (over.cpu_quota, over.cpu_period) {
+            (q, p) if q > 0 && p > 0 => q * period / p,
+            (q, _) => q.max(0),
+        };
+        cpu["quota"] = (res.cpu_quota + over_quota).into();
+        cpu["period"] = period.into();
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        out["cpu"] = cpu;
+    }
+    if out.as_object().is_some_and(|o| o.is_empty()) {
+        return None;
+    }
+    serde_json::from_value(out).ok()
+}
+
+/// Makes the pod's own cgroup, if it has one, and limits it; before each of its containers
+/// too, as removing the pod's last container removes the empty cgroups above it in `/berth`.
+/// Idempotent.
+pub fn ensure_pod_cgroup(r: &PodRecord) -> Result<(), Status> {
+    let Some(res) = &r.pod_resources else {
+        return Ok(());
+    };
+    let cg = berth_runtime::cgroups::Cgroup::resolve(Some(Path::new(&r.cgroup_parent)), &r.id)
+        .map_err(|e| internal("the pod's cgroup", e))?;
+    cg.create()
+        .map_err(|e| internal("create the pod's cgroup", e))?;
+    cg.apply(res)
+        .map_err(|e| Status::invalid_argument(format!("pod-level resources: {e}")))?;
+    Ok(())
+}
+
+/// Removes the pod's cgroup if berthd made it (once its containers are gone). Idempotent.
+fn remove_pod_cgroup(r: &PodRecord) -> Result<(), Status> {
+    if r.pod_resources.is_none() {
+        return Ok(());
+    }
+    berth_runtime::cgroups::Cgroup::resolve(Some(Path::new(&r.cgroup_parent)), &r.id)
+        .and_then(|cg| cg.destroy())
+        .map_err(|e| internal("remove the pod's cgroup", e))
+}
+
 fn metadata(r: &PodRecord) -> v1::PodSandboxMetadata {
     v1::PodSandboxMetadata {
         name: r.name.clone(),
@@ -601,6 +688,29 @@ fn resolv_conf(dns: &v1::DnsConfig) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn pod_resources_are_the_limits_plus_the_overhead() {
+        let res = |mem, quota, period, shares| v1::LinuxContainerResources {
+            memory_limit_in_bytes: mem,
+            cpu_quota: quota,
+            cpu_period: period,
+            cpu_shares: shares,
+            ..Default::default()
+        };
+        // Nothing limited (a container without limits makes the kubelet send 0): no cgroup.
+        assert!(pod_resources(None, None).is_none());
+        assert!(pod_resources(Some(&res(0, 0, 0, 0)), Some(&res(1 << 20, 0, 0, 0))).is_none());
+        let r = pod_resources(
+            Some(&res(1000, 20_000, 0, 0)),
+            Some(&res(10, 1_000, 10_000, 0)),
+        )
+        .unwrap();
+        assert_eq!(r.memory().as_ref().unwrap().limit(), Some(1010));
+        let cpu = r.cpu().as_ref().unwrap();
+        // The default period; the overhead's 1 ms per 10 ms is 10 ms of it.
+        assert_eq!((cpu.quota(), cpu.period()), (Some(30_000), Some(100_000)));
+        assert_eq!(cpu.shares(), None);
+    }
     #[test]
     fn the_shipped_example_conflist_is_valid() {
         let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/cni/10-berth.conflist");
