@@ -201,9 +201,7 @@ async fn images_through_the_cri() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_sandboxes_live_and_die_as_the_kubelet_expects() {
     let n = 10;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let mut d = daemon("cri-pods", n);
-    write_pod_network(&d, n);
+    let (_bridge, mut d) = networked_daemon("cri-pods", n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
 
     let logs = d.dir.join("podlogs");
@@ -1126,10 +1124,8 @@ fn http_get_eventually(addr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
     let n = 15;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let mut d = daemon("cri-nginx", n);
     // The test network, with portmap's snat so that 127.0.0.1:<hostPort> is reachable.
-    write_pod_network(&d, n);
+    let (_bridge, mut d) = networked_daemon("cri-nginx", n);
     let conf_path = d.dir.join("net.d/10-test.conflist");
     let mut conf: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();
@@ -1382,9 +1378,7 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_propagation_both_ways() {
     let n = 16;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-propagation", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-propagation", n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     let image = pull(&d, "busybox").await;
     // A shared mount on the host, as the kubelet's volumes live on (mounted under the test's
@@ -1479,9 +1473,7 @@ async fn mount_propagation_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_made_and_removed_side_by_side() {
     let n = 17;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-many", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-many", n);
     let rt = RuntimeServiceClient::new(channel(&d).await);
     // Ten RunPodSandbox at once, as a kubelet starting a node's pods: each gets its own
     // address; the same pod twice at once is refused once.
@@ -1563,9 +1555,7 @@ async fn pods_made_and_removed_side_by_side() {
 async fn a_v1alpha2_kubelet_runs_a_pod() {
     use k8s_cri::v1alpha2 as a2;
     let n = 18;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-alpha", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-alpha", n);
     let ch = channel(&d).await;
     let mut rt = a2::runtime_service_client::RuntimeServiceClient::new(ch.clone());
     let mut img = a2::image_service_client::ImageServiceClient::new(ch.clone());
@@ -1801,9 +1791,7 @@ async fn a_v1alpha2_kubelet_runs_a_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_level_resources_without_a_cgroup_parent() {
     let n = 20;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-podres", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-podres", n);
     let image = pull(&d, "busybox").await;
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     let mut config = pod_config("limited");
@@ -1865,10 +1853,7 @@ async fn pod_level_resources_without_a_cgroup_parent() {
         }
     };
     let c = sleep(&mut rt, "first").await;
-    let pid = d
-        .berth(&["inspect", "--format", "{{.State.Pid}}", &c])
-        .stdout();
-    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let cgroup = cgroup_of(&d, &c);
     assert!(
         cgroup
             .lines()
@@ -1888,10 +1873,7 @@ async fn pod_level_resources_without_a_cgroup_parent() {
         .unwrap();
     let c = sleep(&mut rt, "second").await;
     assert_eq!(limit().unwrap(), (80u64 << 20).to_string());
-    let pid = d
-        .berth(&["inspect", "--format", "{{.State.Pid}}", &c])
-        .stdout();
-    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let cgroup = cgroup_of(&d, &c);
     assert!(cgroup.contains(&pod_cgroup), "{cgroup}");
 
     stop_and_remove(&mut rt, &pod).await;

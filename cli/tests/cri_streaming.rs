@@ -317,9 +317,7 @@ async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, d: &Daemon, pod: &st
 async fn exec_over_spdy_and_websocket() {
     let Some(c) = Clients::get() else { return };
     let n = 11;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-exec", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-exec", n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     let image = pull(&d, "busybox").await;
     let (pod, _pod_gone) = run_pod(&mut rt, &d, "execpod").await;
@@ -505,9 +503,7 @@ async fn exec_over_spdy_and_websocket() {
 async fn attach_over_spdy_and_websocket() {
     let Some(c) = Clients::get() else { return };
     let n = 12;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-attach", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-attach", n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     let image = pull(&d, "busybox").await;
     let (pod, _pod_gone) = run_pod(&mut rt, &d, "attachpod").await;
@@ -564,9 +560,7 @@ async fn attach_over_spdy_and_websocket() {
 async fn port_forward_over_spdy_and_websocket() {
     let Some(c) = Clients::get() else { return };
     let n = 13;
-    let _bridge = BridgeGone(format!("bk{n}"));
-    let d = daemon("cri-portforward", n);
-    write_pod_network(&d, n);
+    let (_bridge, d) = networked_daemon("cri-portforward", n);
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     let image = pull(&d, "busybox").await;
     let (pod, _pod_gone) = run_pod(&mut rt, &d, "pfpod").await;

@@ -322,9 +322,7 @@ fn running_and_ready(p: &serde_json::Value, name: &str) -> bool {
 fn a_kubelet_runs_a_static_pod_on_berthd() {
     kubelet_bin();
     let spdy = build_spdy_client();
-    let _bridge = BridgeGone(format!("bk{N}"));
-    let mut d = daemon("kubelet", N);
-    write_pod_network(&d, N);
+    let (_bridge, mut d) = networked_daemon("kubelet", N);
     let _host = Host::record();
     let k = Kubelet::start(&d);
 
@@ -377,15 +375,7 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
     assert!(page.contains("Welcome to nginx"), "{page}");
     // In the pod cgroup the kubelet made and named (cgroupfs driver, QoS class BestEffort).
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
-    let pid = d
-        .berth(&[
-            "inspect",
-            "--format",
-            "{{.State.Pid}}",
-            web_id.trim_start_matches("berth://"),
-        ])
-        .stdout();
-    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let cgroup = cgroup_of(&d, web_id.trim_start_matches("berth://"));
     let pod_cgroup = format!("/kubepods/besteffort/pod{uid}/");
     assert!(cgroup.lines().all(|l| l.contains(&pod_cgroup)), "{cgroup}");
 

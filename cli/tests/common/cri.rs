@@ -77,6 +77,23 @@ pub fn daemon(name: &str, n: u8) -> Daemon {
     d
 }
 
+/// [`daemon`] with [`write_pod_network`]'s network, and the guard that removes its bridge
+/// (bind it first: it is dropped after the daemon).
+pub fn networked_daemon(name: &str, n: u8) -> (BridgeGone, Daemon) {
+    let bridge = BridgeGone(format!("bk{n}"));
+    let d = daemon(name, n);
+    write_pod_network(&d, n);
+    (bridge, d)
+}
+
+/// The cgroups (`/proc/<pid>/cgroup`) of the init of container `id` of daemon `d`.
+pub fn cgroup_of(d: &Daemon, id: &str) -> String {
+    let pid = d
+        .berth(&["inspect", "--format", "{{.State.Pid}}", id])
+        .stdout();
+    std::fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap()
+}
+
 /// A CNI bridge conflist for the test's pods: bridge `bk<n>`, 10.213.<n>.0/24, IPAM state in
 /// the test's dir. The bridge plugin never deletes its bridge: [`BridgeGone`] does.
 pub fn write_pod_network(d: &Daemon, n: u8) {
