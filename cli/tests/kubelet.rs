@@ -177,6 +177,8 @@ authentication: {{anonymous: {{enabled: true}}, webhook: {{enabled: false}}}}
 authorization: {{mode: AlwaysAllow}}
 evictionHard: {{memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%"}}
 imageGCHighThresholdPercent: 100
+containerLogMaxSize: 1Ki
+containerLogMaxFiles: 3
 imageGCLowThresholdPercent: 99
 "#,
             manifests = manifests.display(),
@@ -347,6 +349,12 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
                     "command": ["sh", "-c", "echo side started; exec sleep 100000"],
                 },
                 {
+                    "name": "chatty",
+                    "image": format!("{reg}/library/busybox:latest"),
+                    "command": ["sh", "-c",
+                                "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.05; done"],
+                },
+                {
                     "name": "crash",
                     "image": format!("{reg}/library/busybox:latest"),
                     "command": ["sh", "-c", "echo crashing; exit 3"],
@@ -470,6 +478,51 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
         "{web_stats}"
     );
     assert!(web_stats["rootfs"]["usedBytes"].is_u64(), "{web_stats}");
+
+    // Log rotation: the kubelet renames a log over containerLogMaxSize and calls
+    // ReopenContainerLog; the shim goes on in a new file, which the kubelet reads.
+    let dir = format!("/var/log/pods/default_{POD}-berth-node_{uid}/chatty");
+    let rotated = || {
+        std::fs::read_dir(&dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("0.log."))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rotated() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the kubelet did not rotate {dir}: {:?}\n{}",
+            std::fs::read_dir(&dir)
+                .map(|rd| rd.flatten().map(|e| e.file_name()).collect::<Vec<_>>()),
+            k.tail()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let line = |l: &str| -> u64 {
+        l.trim()
+            .strip_prefix("line ")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{l:?}"))
+    };
+    let tail = || {
+        curl(&[&format!(
+            "https://{API}/containerLogs/default/{POD}-berth-node/chatty?tailLines=1"
+        )])
+        .unwrap()
+    };
+    let before = line(&tail());
+    std::thread::sleep(Duration::from_secs(1));
+    let after = line(&tail());
+    assert!(
+        after > before,
+        "the log stopped at line {before} after a rotation"
+    );
+    let current = std::fs::read_to_string(format!("{dir}/0.log")).unwrap();
+    assert!(current.contains(" stdout F line "), "{current}");
 
     // The container that exits: its exit code reported, restarted by the kubelet.
     let p = wait_for(&k, "crash restarted after exiting 3", 90, |p| {
