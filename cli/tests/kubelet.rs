@@ -5,7 +5,8 @@
 //!
 //! The pod: nginx with a hostPort, an exec liveness probe and an HTTP readiness probe (which
 //! the kubelet sends to the pod's IP); a busybox sidecar that reaches nginx on localhost; a
-//! container that exits 3 and is restarted. Checked through the kubelet's own API, as kubectl
+//! container that exits 3 and is restarted; one that writes its log fast enough for the
+//! kubelet to rotate it (ReopenContainerLog). Checked through the kubelet's own API, as kubectl
 //! would see it: pod and container states, logs, exec (SPDY, the kubelet proxying berthd's
 //! streaming server), port-forward, stats; then berthd is killed with -9 and restarted under
 //! the running kubelet (nothing restarts), and the manifest is removed (the kubelet stops and
