@@ -1860,8 +1860,8 @@ async fn pod_level_resources_without_a_cgroup_parent() {
             .all(|l| l.ends_with(&format!("{pod_cgroup}/{c}"))),
         "{cgroup}"
     );
-    // The pod's only container removed (the kubelet restarting it): a new one is limited
-    // the same.
+    // The pod's only container removed (the kubelet restarting it): the pod's cgroup stays,
+    // and a new one is limited the same.
     rt.stop_container(StopContainerRequest {
         container_id: c.clone(),
         timeout: 0,
@@ -1871,6 +1871,11 @@ async fn pod_level_resources_without_a_cgroup_parent() {
     rt.remove_container(RemoveContainerRequest { container_id: c })
         .await
         .unwrap();
+    assert_eq!(
+        limit().unwrap(),
+        (80u64 << 20).to_string(),
+        "the pod's cgroup went with its last container"
+    );
     let c = sleep(&mut rt, "second").await;
     assert_eq!(limit().unwrap(), (80u64 << 20).to_string());
     let cgroup = cgroup_of(&d, &c);

@@ -322,7 +322,8 @@ impl Pods {
             .filter(|l| l.cgroup_parent.is_empty())
             .and_then(|l| pod_resources(l.resources.as_ref(), l.overhead.as_ref()));
         if pod_resources.is_some() {
-            r.cgroup_parent = format!("{}/pod-{id}", berth_runtime::cgroups::BERTH_PARENT);
+            use berth_runtime::cgroups::{BERTH_PARENT, POD_PREFIX};
+            r.cgroup_parent = format!("{BERTH_PARENT}/{POD_PREFIX}{id}");
             r.pod_resources = pod_resources;
         }
         self.put(&r)?;
@@ -623,8 +624,8 @@ fn pod_resources(
 }
 
 /// Makes the pod's own cgroup, if it has one, and limits it; before each of its containers
-/// too, as removing the pod's last container removes the empty cgroups above it in `/berth`.
-/// Idempotent.
+/// too (deleting a container leaves its pod's cgroup, but a cgroup someone removed is made
+/// again rather than left unlimited). Idempotent.
 pub fn ensure_pod_cgroup(r: &PodRecord) -> Result<(), Status> {
     let Some(res) = &r.pod_resources else {
         return Ok(());

@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 /// Where berth puts cgroups when the spec gives no path or a relative one.
 pub const BERTH_PARENT: &str = "/berth";
 
+/// Names of the pod cgroups berthd's CRI makes in [`BERTH_PARENT`] (`/berth/pod-<id>`): they
+/// belong to the pod, and stay when the pod's last container is deleted.
+pub const POD_PREFIX: &str = "pod-";
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cgroup: {0}")]
@@ -435,7 +439,8 @@ impl Cgroup {
     }
 
     /// Removes the cgroup directories (waits briefly for the cgroup to empty), then the
-    /// `/berth` directories above it that are left empty. Idempotent.
+    /// `/berth` directories above it that are left empty, up to a pod's cgroup
+    /// ([`POD_PREFIX`]), which its pod removes. Idempotent.
     pub fn destroy(&self) -> std::result::Result<(), CgroupError> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let roots: Vec<PathBuf> = match Layout::get()? {
@@ -457,7 +462,10 @@ impl Cgroup {
             if self.path.starts_with(&format!("{BERTH_PARENT}/")) {
                 let mut p = Path::new(&self.path).parent();
                 while let Some(parent) = p {
-                    if parent == Path::new("/") {
+                    let pod = parent
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(POD_PREFIX));
+                    if parent == Path::new("/") || pod {
                         break;
                     }
                     let d = root.join(parent.strip_prefix("/").unwrap_or(parent));
