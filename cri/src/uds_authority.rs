@@ -39,6 +39,10 @@ const MAX_FRAME: usize = 16_384;
 const TABLE_SIZE: usize = 4_096;
 /// A header block larger than this is not buffered to be rewritten: the connection is closed.
 const MAX_BLOCK: usize = 1 << 20;
+/// A header list that decodes larger than this (names, values and 32 bytes per field, as
+/// HTTP/2 counts it) is not rewritten: HPACK can index one large entry many times, and the
+/// server refuses lists far smaller (16 KiB) anyway.
+const MAX_LIST: usize = 256 << 10;
 /// What replaces an invalid authority.
 const LOCALHOST: &[u8] = b"localhost";
 
@@ -191,7 +195,11 @@ impl<S> FixAuthority<S> {
                     pad = payload[0] as usize;
                     payload = &payload[1..];
                 }
-                if flags & PRIORITY != 0 && payload.len() >= 5 {
+                if flags & PRIORITY != 0 {
+                    if payload.len() < 5 {
+                        self.pass();
+                        return Ok(());
+                    }
                     block.priority = Some(payload[..5].try_into().expect("5 bytes"));
                     payload = &payload[5..];
                 }
@@ -208,29 +216,41 @@ impl<S> FixAuthority<S> {
             block.fragment.extend_from_slice(payload);
             if flags & END_HEADERS != 0 {
                 let block = self.block.take().expect("a block");
-                self.finish(block);
+                self.finish(block)?;
             }
         }
     }
 
     /// A complete header block: decoded, and sent on as it was or rewritten.
-    fn finish(&mut self, block: Block) {
-        let headers = match self.decoder.decode(&block.fragment) {
-            Ok(h) => h,
-            Err(_) => {
-                // The server finds the same error in it.
-                self.block = Some(block);
-                self.pass();
-                return;
+    fn finish(&mut self, block: Block) -> io::Result<()> {
+        let mut headers = Vec::new();
+        let mut size = 0usize;
+        let decoded = self.decoder.decode_with_cb(&block.fragment, |n, v| {
+            size = size.saturating_add(n.len() + v.len() + 32);
+            if size <= MAX_LIST {
+                headers.push((n.into_owned(), v.into_owned()));
             }
-        };
+        });
+        if decoded.is_err() || size > MAX_LIST {
+            if self.mode == Mode::Rewrite {
+                // The server's table no longer follows the client's: the connection ends.
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a header block that cannot be rewritten",
+                ));
+            }
+            // The server finds the same error in it, or refuses its size.
+            self.block = Some(block);
+            self.pass();
+            return Ok(());
+        }
         let invalid = headers
             .iter()
             .any(|(n, v)| n == b":authority" && !valid_authority(v));
         if self.mode == Mode::Undecided && !invalid {
             self.output.extend_from_slice(&block.raw);
             self.mode = Mode::Pass;
-            return;
+            return Ok(());
         }
         self.mode = Mode::Rewrite;
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
@@ -243,6 +263,7 @@ impl<S> FixAuthority<S> {
             literal(&mut encoded, name, value);
         }
         self.frames(&block, &encoded);
+        Ok(())
     }
 
     /// The header block `encoded` as a HEADERS frame and as many CONTINUATION frames as needed.
@@ -522,6 +543,33 @@ mod tests {
         headers_frame(&mut wire, 1, END_HEADERS, &[0x82, 0x86]);
         wire.truncate(wire.len() - 1);
         assert_eq!(through(wire.clone()).await, wire);
+    }
+
+    #[tokio::test]
+    async fn a_header_list_that_decodes_too_large_is_not_rewritten() {
+        // One 4 KB entry in the client's table, then referred to 100 000 times (400 MB).
+        let mut block = vec![0x41];
+        integer(&mut block, 4000, 7, 0);
+        block.extend_from_slice(&[b'/'; 4000]);
+        block.extend(std::iter::repeat_n(0xbe, 100_000));
+        let mut wire = PREFACE.to_vec();
+        headers_frame(&mut wire, 1, END_HEADERS, &block);
+        // Undecided: passed as it came, for the server to refuse.
+        assert_eq!(through(wire.clone()).await, wire);
+        // Once rewriting: the connection ends.
+        let mut first = vec![0x41];
+        integer(&mut first, 5, 7, 0);
+        first.extend_from_slice(b"/a.so");
+        let mut wire = PREFACE.to_vec();
+        headers_frame(&mut wire, 1, END_HEADERS, &first);
+        headers_frame(&mut wire, 3, END_HEADERS, &block);
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let mut fixed = FixAuthority::new(server);
+        client.write_all(&wire).await.unwrap();
+        drop(client);
+        let mut got = Vec::new();
+        let e = fixed.read_to_end(&mut got).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]
