@@ -143,6 +143,7 @@ impl Pods {
         for r in creating {
             tracing::warn!(id = %r.id, "RunPodSandbox was interrupted: undoing it");
             let _ = p.teardown(&r).await;
+            let _ = remove_pod_cgroup(&r);
             p.forget(&r.id);
         }
         Ok(p)
@@ -503,15 +504,14 @@ impl Pods {
         };
         self.teardown(&r).await?;
         remove_pod_cgroup(&r)?;
-        if !r.cgroup_parent.is_empty() && r.pod_resources.is_none() {
-            // What the pod's containers made above their cgroups in the unified hierarchy of
-            // a hybrid host, which the kubelet does not remove.
-            let parent = crate::cri_spec::cgroups_path(&r.cgroup_parent, "x");
-            let parent = parent.rsplit_once('/').map_or("", |(p, _)| p);
-            if !parent.is_empty() {
-                if let Err(e) = berth_runtime::cgroups::remove_empty_unified_parents(parent) {
-                    tracing::warn!(id = %r.id, "pod cgroup parent: {e}");
-                }
+        // The kubelet's pod cgroup made in the unified hierarchy of a hybrid host by the
+        // pod's containers, which the kubelet does not remove (a systemd slice is systemd's).
+        if !r.cgroup_parent.trim_matches('/').is_empty()
+            && r.pod_resources.is_none()
+            && !r.cgroup_parent.ends_with(".slice")
+        {
+            if let Err(e) = berth_runtime::cgroups::remove_empty_unified(&r.cgroup_parent) {
+                tracing::warn!(id = %r.id, "pod cgroup parent: {e}");
             }
         }
         self.forget(&r.id);
@@ -593,12 +593,12 @@ fn pod_resources(
     let mut out = serde_json::json!({});
     if res.memory_limit_in_bytes > 0 {
         out["memory"] = serde_json::json!({
-            "limit": res.memory_limit_in_bytes + over.memory_limit_in_bytes.max(0)
+            "limit": res.memory_limit_in_bytes.saturating_add(over.memory_limit_in_bytes.max(0))
         });
     }
     let mut cpu = serde_json::json!({});
     if res.cpu_shares > 0 {
-        cpu["shares"] = (res.cpu_shares + over.cpu_shares.max(0)).into();
+        cpu["shares"] = res.cpu_shares.saturating_add(over.cpu_shares.max(0)).into();
     }
     if res.cpu_quota > 0 {
         let period = if res.cpu_period > 0 {
@@ -608,10 +608,13 @@ fn pod_resources(
         };
         // The overhead's quota in the pod's period.
         let over_quota = match (over.cpu_quota, over.cpu_period) {
-            (q, p) if q > 0 && p > 0 => q * period / p,
+            (q, p) if q > 0 && p > 0 => {
+                i64::try_from(i128::from(q) * i128::from(period) / i128::from(p))
+                    .unwrap_or(i64::MAX)
+            }
             (q, _) => q.max(0),
         };
-        cpu["quota"] = (res.cpu_quota + over_quota).into();
+        cpu["quota"] = res.cpu_quota.saturating_add(over_quota).into();
         cpu["period"] = period.into();
     }
     if cpu.as_object().is_some_and(|o| !o.is_empty()) {

@@ -484,14 +484,15 @@ impl Cgroup {
 }
 
 /// On a hybrid host (v1 controllers and the unified hierarchy), removes the directory `path`
-/// of the *unified* hierarchy and those above it, deepest first, while they are empty; nothing
-/// on pure v1 or pure v2 hosts, nor in the v1 hierarchies.
+/// of the *unified* hierarchy if it is empty; nothing on pure v1 or pure v2 hosts, nor in the
+/// v1 hierarchies, nor above `path`.
 ///
 /// For a cgroup parent a kubelet manages (`/kubepods/besteffort/pod<uid>`): on a hybrid host
-/// the kubelet makes and removes it in the v1 hierarchies only, while the containers' cgroups
-/// berth makes in the unified hierarchy create it there too, and nobody else removes it.
-/// A directory with a process or a child cgroup in it is not empty and stays.
-pub fn remove_empty_unified_parents(path: &str) -> std::result::Result<(), CgroupError> {
+/// a kubelet of the v1 era makes and removes it in the v1 hierarchies only, while the
+/// containers' cgroups berth makes in the unified hierarchy create it there too (one per pod).
+/// The directories above it (the QoS classes) are shared by every pod and stay. A directory
+/// with a process or a child cgroup in it is not empty and stays.
+pub fn remove_empty_unified(path: &str) -> std::result::Result<(), CgroupError> {
     let Layout::V1 {
         unified: Some(root),
         ..
@@ -500,20 +501,12 @@ pub fn remove_empty_unified_parents(path: &str) -> std::result::Result<(), Cgrou
         return Ok(());
     };
     let path = clean_path(path)?;
-    let mut p = Some(Path::new(&path));
-    while let Some(dir) = p {
-        if dir == Path::new("/") {
-            break;
-        }
-        let d = root.join(dir.strip_prefix("/").unwrap_or(dir));
-        match std::fs::remove_dir(&d) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => break,
-        }
-        p = dir.parent();
+    match std::fs::remove_dir(root.join(path.trim_start_matches('/'))) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // Not empty (or busy): still in use.
+        Err(_) => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
