@@ -1687,6 +1687,15 @@ async fn a_v1alpha2_kubelet_runs_a_pod() {
                     "echo started; exec sleep 600".into(),
                 ],
                 log_path: "box/0.log".into(),
+                // As kubelets before 1.20 name a seccomp profile.
+                linux: Some(a2::LinuxContainerConfig {
+                    #[allow(deprecated)]
+                    security_context: Some(a2::LinuxContainerSecurityContext {
+                        seccomp_profile_path: "runtime/default".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             sandbox_config: Some(pod_config),
@@ -1722,6 +1731,22 @@ async fn a_v1alpha2_kubelet_runs_a_pod() {
         .unwrap()
         .into_inner();
     assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"alpha\n"[..]));
+    let out = rt
+        .exec_sync(a2::ExecSyncRequest {
+            container_id: c.clone(),
+            cmd: vec!["grep".into(), "Seccomp:".into(), "/proc/1/status".into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["Seccomp:", "2"],
+        "runtime/default: a filter"
+    );
     let listed = rt
         .list_containers(a2::ListContainersRequest {
             filter: Some(a2::ContainerFilter {

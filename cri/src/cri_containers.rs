@@ -253,8 +253,23 @@ fn cri_linux(
     if !sec.readonly_paths.is_empty() {
         c.readonly_paths = Some(sec.readonly_paths.clone());
     }
+    #[allow(deprecated)]
+    let old_path = sec.seccomp_profile_path.as_str();
     c.seccomp = match &sec.seccomp {
-        None => Seccomp::Unconfined,
+        // Kubelets before 1.20 name the profile in the deprecated seccomp_profile_path only.
+        None => match old_path {
+            "" | "unconfined" => Seccomp::Unconfined,
+            "runtime/default" | "docker/default" => Seccomp::RuntimeDefault,
+            p => match p.strip_prefix("localhost/") {
+                Some(path) if path.starts_with('/') => Seccomp::Localhost(path.to_string()),
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "seccomp profile path {p:?}: expected runtime/default, unconfined or \
+                         localhost/<absolute path>"
+                    )))
+                }
+            },
+        },
         Some(p) => match v1::security_profile::ProfileType::try_from(p.profile_type) {
             Ok(v1::security_profile::ProfileType::RuntimeDefault) => Seccomp::RuntimeDefault,
             Ok(v1::security_profile::ProfileType::Unconfined) => Seccomp::Unconfined,
