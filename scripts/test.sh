@@ -49,7 +49,8 @@ leftovers() {
   # and portmap's per-pod chains name them.
   iptables-save -t nat 2>/dev/null | grep -e 'berth-test-' | sed 's/^/iptables: /' || true
   find /sys/fs/cgroup -maxdepth 2 -type d -name 'berthtest*' 2>/dev/null | sed 's/^/cgroup: /' || true
-  # The kubelet of cli/tests/kubelet.rs and its pod's logs.
+  # The kubelet of cli/tests/kubelet.rs, its pod cgroups and its pod's logs.
+  find /sys/fs/cgroup -maxdepth 2 -type d -name kubepods 2>/dev/null | sed 's/^/kubelet cgroup: /' || true
   pgrep -a -f '^/var/cache/berth-k8s/kubelet ' | sed 's/^/process: /' || true
   ls -d /var/log/pods/*berth-kubelet-test* /var/log/containers/*berth-kubelet-test* 2>/dev/null \
     | sed 's/^/kubelet log: /' || true
@@ -86,8 +87,19 @@ BUILD=()
 log "cargo build ${BUILD[*]} --workspace --bins"
 cargo build "${BUILD[@]}" --workspace --bins </dev/null
 log "cargo nextest run --workspace --profile ci"
+# The kernel settings the kubelet test's kubelet changes (it puts them back itself, unless it
+# is killed): saved here and restored after the run whatever happened.
+KSYSCTLS=(vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops
+          kernel/keys/root_maxkeys kernel/keys/root_maxbytes)
+KSAVED=()
+for k in "${KSYSCTLS[@]}"; do KSAVED+=("$(cat "/proc/sys/$k")"); done
 rc=0
 cargo nextest run --workspace --profile ci --no-tests=fail "$@" </dev/null || rc=$?
+for i in "${!KSYSCTLS[@]}"; do
+  [ "$(cat "/proc/sys/${KSYSCTLS[$i]}")" = "${KSAVED[$i]}" ] && continue
+  log "restoring ${KSYSCTLS[$i]} (left changed by a killed kubelet test)"
+  echo "${KSAVED[$i]}" > "/proc/sys/${KSYSCTLS[$i]}"
+done
 
 # The runtime again as on a pure cgroup v2 host (what most users have): in a private mount
 # namespace, this machine's cgroup2 mount (/sys/fs/cgroup/unified) covers /sys/fs/cgroup, so
