@@ -9,8 +9,9 @@
 //! kubelet to rotate it (ReopenContainerLog). Checked through the kubelet's own API, as kubectl
 //! would see it: pod and container states, logs, exec (SPDY, the kubelet proxying berthd's
 //! streaming server), port-forward, stats; then berthd is killed with -9 and restarted under
-//! the running kubelet (nothing restarts), and the manifest is removed (the kubelet stops and
-//! removes the pod; nothing is left).
+//! the running kubelet (nothing restarts), the kubelet is restarted (it finds its pod again by
+//! the labels and annotations berthd kept; nothing restarts), and the manifest is removed (the
+//! kubelet stops and removes the pod; nothing is left).
 //!
 //! What the kubelet changes on the host is put back by [`Host`]: the sysctls it sets at start
 //! (vm.overcommit_memory, kernel.panic, ...), /var/log/pods and /var/log/containers entries,
@@ -556,7 +557,7 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
     let p = wait_for(
         &k,
         "web and side still ready after berthd's restart",
-        60,
+        45,
         |p| running_and_ready(p, "web") && running_and_ready(p, "side"),
     );
     for name in ["web", "side"] {
@@ -569,6 +570,29 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
     assert_eq!(p["status"]["podIP"], ip.as_str());
     let page = curl(&[&format!("http://127.0.0.1:{HOST_PORT}/")]).expect("the hostPort");
     assert!(page.contains("Welcome to nginx"), "{page}");
+
+    // The kubelet itself restarted: it finds its pod in berthd by the labels and annotations
+    // it gave (container hash, restart count) and restarts nothing.
+    let crashes = container(&p, "crash").unwrap()["restartCount"]
+        .as_u64()
+        .unwrap();
+    drop(k);
+    let k = Kubelet::start(&d);
+    std::thread::sleep(Duration::from_secs(10));
+    let p = wait_for(&k, "web and side ready under a new kubelet", 45, |p| {
+        running_and_ready(p, "web") && running_and_ready(p, "side")
+    });
+    for name in ["web", "side"] {
+        assert_eq!(container(&p, name).unwrap()["restartCount"], 0, "{name}");
+    }
+    assert_eq!(
+        container(&p, "web").unwrap()["containerID"],
+        web_id.as_str()
+    );
+    let crash = container(&p, "crash").unwrap()["restartCount"]
+        .as_u64()
+        .unwrap();
+    assert!(crash >= crashes, "restart count {crash}, was {crashes}");
 
     // The manifest removed: the kubelet stops the pod and removes it from berthd.
     std::fs::remove_file(k.manifest(&d)).unwrap();
