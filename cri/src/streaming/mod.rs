@@ -500,5 +500,33 @@ where
     resp
 }
 
+/// A streaming connection's two tasks: one reads what the client sends, one writes to it.
+/// Both are stopped when dropped.
+pub(crate) struct Pumps {
+    pub reader: tokio::task::JoinHandle<()>,
+    pub writer: tokio::task::JoinHandle<()>,
+}
+
+impl Pumps {
+    /// How long a closing connection waits for the client to close its side.
+    const LINGER: Duration = Duration::from_secs(5);
+
+    /// Once the writer has been told to close: waits for it to send what is queued, then (at
+    /// most [`Self::LINGER`]) for the client's side to end, so that nothing the client still
+    /// sends resets the connection before it has read ours.
+    pub async fn finish(&mut self) {
+        let _ = (&mut self.writer).await;
+        let _ = tokio::time::timeout(Self::LINGER, &mut self.reader).await;
+        self.reader.abort();
+    }
+}
+
+impl Drop for Pumps {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests;

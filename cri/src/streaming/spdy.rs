@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -562,12 +561,8 @@ pub struct Conn {
     streams: mpsc::Receiver<Stream>,
     closed: watch::Receiver<bool>,
     last_id: Arc<AtomicU32>,
-    reader: tokio::task::JoinHandle<()>,
-    writer: tokio::task::JoinHandle<()>,
+    pumps: super::Pumps,
 }
-
-/// How long a closed connection waits for the client to close its side before it is dropped.
-const LINGER: Duration = Duration::from_secs(5);
 
 impl Conn {
     pub fn serve<T: AsyncRead + AsyncWrite + Send + 'static>(io: T) -> io::Result<Conn> {
@@ -590,8 +585,7 @@ impl Conn {
             streams: streams_rx,
             closed: closed_rx,
             last_id,
-            reader,
-            writer,
+            pumps: super::Pumps { reader, writer },
         })
     }
 
@@ -614,9 +608,8 @@ impl Conn {
         self.closed.clone()
     }
 
-    /// GOAWAY, the write side shut down after what was queued, then (at most [`LINGER`]) the
-    /// client's side read to its end, so that nothing it still sends resets the connection
-    /// before it has read ours.
+    /// GOAWAY, then the write side shut down after what was queued and the client's side read
+    /// to its end ([`super::Pumps::finish`]).
     pub async fn close(&mut self) {
         self.streams.close();
         let _ = self
@@ -627,16 +620,7 @@ impl Conn {
             }))
             .await;
         let _ = self.out.send(Out::Close).await;
-        let _ = (&mut self.writer).await;
-        let _ = tokio::time::timeout(LINGER, &mut self.reader).await;
-        self.reader.abort();
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.writer.abort();
+        self.pumps.finish().await;
     }
 }
 

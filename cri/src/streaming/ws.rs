@@ -9,7 +9,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::io;
-use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -118,16 +117,12 @@ impl ChannelWriter {
     }
 }
 
-/// How long a closing connection waits for the client's close frame.
-const LINGER: Duration = Duration::from_secs(5);
-
 /// A server connection: a task reads messages and routes them by channel, another writes.
 pub struct Conn {
     codec: Codec,
     out: mpsc::Sender<Out>,
     closed: watch::Receiver<bool>,
-    reader: tokio::task::JoinHandle<()>,
-    writer: tokio::task::JoinHandle<()>,
+    pumps: super::Pumps,
 }
 
 impl Conn {
@@ -148,8 +143,10 @@ impl Conn {
             codec,
             out: out_tx,
             closed: closed_rx,
-            reader: tokio::spawn(read_loop(stream, codec, v5, routes, closed_tx)),
-            writer: tokio::spawn(write_loop(sink, out_rx)),
+            pumps: super::Pumps {
+                reader: tokio::spawn(read_loop(stream, codec, v5, routes, closed_tx)),
+                writer: tokio::spawn(write_loop(sink, out_rx)),
+            },
         }
     }
 
@@ -166,20 +163,11 @@ impl Conn {
         self.closed.clone()
     }
 
-    /// Sends a normal close after what is queued, then waits (at most [`LINGER`]) for the
-    /// client's.
+    /// Sends a normal close after what is queued, then waits for the client's
+    /// ([`super::Pumps::finish`]).
     pub async fn close(&mut self) {
         let _ = self.out.send(Out::Close).await;
-        let _ = (&mut self.writer).await;
-        let _ = tokio::time::timeout(LINGER, &mut self.reader).await;
-        self.reader.abort();
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.reader.abort();
-        self.writer.abort();
+        self.pumps.finish().await;
     }
 }
 
