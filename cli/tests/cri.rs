@@ -1721,25 +1721,18 @@ async fn a_v1alpha2_kubelet_runs_a_pod() {
         .unwrap();
     assert_eq!(cs.state, a2::ContainerState::ContainerRunning as i32);
     assert_eq!(cs.image_ref, image_ref);
-    let out = rt
-        .exec_sync(a2::ExecSyncRequest {
+    let exec = |cmd: &[&str]| {
+        let mut rt = rt.clone();
+        let req = a2::ExecSyncRequest {
             container_id: c.clone(),
-            cmd: vec!["hostname".into()],
+            cmd: cmd.iter().map(|a| a.to_string()).collect(),
             timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+        };
+        async move { rt.exec_sync(req).await.unwrap().into_inner() }
+    };
+    let out = exec(&["hostname"]).await;
     assert_eq!((out.exit_code, out.stdout.as_slice()), (0, &b"alpha\n"[..]));
-    let out = rt
-        .exec_sync(a2::ExecSyncRequest {
-            container_id: c.clone(),
-            cmd: vec!["grep".into(), "Seccomp:".into(), "/proc/1/status".into()],
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let out = exec(&["grep", "Seccomp:", "/proc/1/status"]).await;
     assert_eq!(
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()

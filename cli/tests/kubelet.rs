@@ -286,7 +286,7 @@ fn curl(args: &[&str]) -> Option<String> {
 }
 
 /// The kubelet's view of our pod (its read-only API's /pods), if it has it.
-fn pod(_: &Kubelet) -> Option<serde_json::Value> {
+fn pod() -> Option<serde_json::Value> {
     let list: serde_json::Value =
         serde_json::from_str(&curl(&[&format!("http://{READ_ONLY}/pods")])?).ok()?;
     list["items"]
@@ -313,7 +313,7 @@ fn wait_for(
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut last = None;
     while Instant::now() < deadline {
-        if let Some(p) = pod(k) {
+        if let Some(p) = pod() {
             if check(&p) {
                 return p;
             }
@@ -602,7 +602,7 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
         let sandboxes = std::fs::read_dir(d.dir.join("state/pods"))
             .map(|rd| rd.count())
             .unwrap_or(0);
-        if pod(&k).is_none() && listed.trim().is_empty() && sandboxes == 0 {
+        if pod().is_none() && listed.trim().is_empty() && sandboxes == 0 {
             break;
         }
         assert!(

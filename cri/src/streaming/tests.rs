@@ -369,21 +369,11 @@ impl SpdyClient {
             .expect("frames in time")
             .unwrap()
             .expect("GOAWAY before the end");
-            match f {
-                Frame::SynReply { stream_id, .. } => o.replied.push(stream_id),
-                Frame::Data {
-                    stream_id,
-                    flags,
-                    data,
-                } => {
-                    o.data.entry(stream_id).or_default().extend(data);
-                    if flags & spdy::FLAG_FIN != 0 {
-                        o.fin.push(stream_id);
-                    }
-                }
-                Frame::RstStream { stream_id, .. } => o.reset.push(stream_id),
-                Frame::GoAway { .. } => return o,
-                f => panic!("{f:?}"),
+            match o.record(f) {
+                None => {}
+                Some(Frame::RstStream { stream_id, .. }) => o.reset.push(stream_id),
+                Some(Frame::GoAway { .. }) => return o,
+                Some(f) => panic!("{f:?}"),
             }
         }
     }
@@ -398,6 +388,25 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// Records a SYN_REPLY or a DATA frame; any other frame is given back.
+    fn record(&mut self, f: Frame) -> Option<Frame> {
+        match f {
+            Frame::SynReply { stream_id, .. } => self.replied.push(stream_id),
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
+                self.data.entry(stream_id).or_default().extend(data);
+                if flags & spdy::FLAG_FIN != 0 {
+                    self.fin.push(stream_id);
+                }
+            }
+            f => return Some(f),
+        }
+        None
+    }
+
     fn text(&self, id: u32) -> String {
         String::from_utf8_lossy(self.data.get(&id).map(|d| &d[..]).unwrap_or(b"")).into_owned()
     }
@@ -642,23 +651,12 @@ async fn port_forward_over_spdy_and_websocket() {
     // Once both are done, the client goes.
     let mut o = Outcome::default();
     while !(o.fin.contains(&data) && o.fin.contains(&err2)) {
-        match spdy::read_frame(&mut c.r, &mut c.dec)
+        let f = spdy::read_frame(&mut c.r, &mut c.dec)
             .await
             .unwrap()
-            .unwrap()
-        {
-            Frame::SynReply { stream_id, .. } => o.replied.push(stream_id),
-            Frame::Data {
-                stream_id,
-                flags,
-                data,
-            } => {
-                o.data.entry(stream_id).or_default().extend(data);
-                if flags & spdy::FLAG_FIN != 0 {
-                    o.fin.push(stream_id);
-                }
-            }
-            f => panic!("{f:?}"),
+            .unwrap();
+        if let Some(f) = o.record(f) {
+            panic!("{f:?}");
         }
     }
     assert_eq!(o.text(data), "echo: ping");
