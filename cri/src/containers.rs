@@ -189,7 +189,9 @@ fn valid_name(n: &str) -> bool {
     let mut chars = n.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-        && n.len() <= 128
+        // The kubelet's names (k8s_<container>_<pod>_<namespace>_<uid>_<attempt>) can be
+        // 400 bytes long.
+        && n.len() <= 1024
 }
 
 /// docker's status column: "Up 3 minutes", "Exited (0) 2 seconds ago", …
@@ -532,7 +534,7 @@ impl Manager {
                 let n = c.name.trim_start_matches('/').to_string();
                 if !valid_name(&n) {
                     return Err(Status::invalid_argument(format!(
-                        "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                        "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-], at most 1024 of them, are allowed"
                     )));
                 }
                 if let Some(other) = entries.values().find(|e| e.get().name == n) {

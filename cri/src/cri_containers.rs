@@ -141,21 +141,7 @@ pub async fn create(
         } else {
             etc_dir.display().to_string()
         },
-        mounts: cfg
-            .mounts
-            .iter()
-            .map(|mt| api::Mount {
-                r#type: "bind".into(),
-                source: mt.host_path.clone(),
-                target: mt.container_path.clone(),
-                readonly: mt.readonly,
-                options: match v1::MountPropagation::try_from(mt.propagation) {
-                    Ok(v1::MountPropagation::PropagationHostToContainer) => vec!["rslave".into()],
-                    Ok(v1::MountPropagation::PropagationBidirectional) => vec!["rshared".into()],
-                    _ => vec![],
-                },
-            })
-            .collect(),
+        mounts: cfg.mounts.iter().map(mount).collect::<Result<_, _>>()?,
         // CPU limits go in cri_linux with the rest of the CRI's resources.
         memory: res.as_ref().map(|r| r.memory_limit_in_bytes).unwrap_or(0),
         read_only: sec.readonly_rootfs,
@@ -170,6 +156,59 @@ pub async fn create(
     };
     let r = m.create(c).await?;
     Ok(r.id)
+}
+
+/// A CRI mount as berth's: a bind mount, its propagation and recursive read-only as options.
+fn mount(mt: &v1::Mount) -> Result<api::Mount, Status> {
+    if mt.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+        return Err(Status::unimplemented(format!(
+            "CreateContainer: image volumes (the image {:?} mounted at {}) are not implemented \
+             by berthd",
+            mt.image
+                .as_ref()
+                .map(|i| i.image.as_str())
+                .unwrap_or_default(),
+            mt.container_path
+        )));
+    }
+    let propagation = v1::MountPropagation::try_from(mt.propagation)
+        .unwrap_or(v1::MountPropagation::PropagationPrivate);
+    let mut options = match propagation {
+        v1::MountPropagation::PropagationHostToContainer => vec!["rslave".to_string()],
+        v1::MountPropagation::PropagationBidirectional => vec!["rshared".to_string()],
+        v1::MountPropagation::PropagationPrivate => vec![],
+    };
+    if mt.recursive_read_only {
+        // As the CRI says (and containerd does): only for a read-only mount that receives no
+        // mounts from the host later, which would not be read-only.
+        if !mt.readonly {
+            return Err(Status::invalid_argument(format!(
+                "mount {}: recursive_read_only needs readonly",
+                mt.container_path
+            )));
+        }
+        if propagation != v1::MountPropagation::PropagationPrivate {
+            return Err(Status::invalid_argument(format!(
+                "mount {}: recursive_read_only needs private propagation, not {}",
+                mt.container_path,
+                propagation.as_str_name()
+            )));
+        }
+        if !berth_runtime::rootfs::recursive_mount_options_supported() {
+            return Err(Status::invalid_argument(format!(
+                "mount {}: recursive_read_only needs mount_setattr(2) (Linux 5.12)",
+                mt.container_path
+            )));
+        }
+        options.push("rro".into());
+    }
+    Ok(api::Mount {
+        r#type: "bind".into(),
+        source: mt.host_path.clone(),
+        target: mt.container_path.clone(),
+        readonly: mt.readonly,
+        options,
+    })
 }
 
 /// The pod's namespaces, sysctls and cgroup parent and the container's security context and
@@ -394,11 +433,22 @@ pub fn status(m: &Manager, id: &str) -> Result<v1::ContainerStatus, Status> {
             .config
             .mounts
             .iter()
-            .map(|mt| v1::Mount {
-                container_path: mt.target.clone(),
-                host_path: mt.source.clone(),
-                readonly: mt.readonly,
-                ..Default::default()
+            .map(|mt| {
+                let has = |o: &str| mt.options.iter().any(|x| x == o);
+                v1::Mount {
+                    container_path: mt.target.clone(),
+                    host_path: mt.source.clone(),
+                    readonly: mt.readonly,
+                    propagation: if has("rshared") {
+                        v1::MountPropagation::PropagationBidirectional
+                    } else if has("rslave") {
+                        v1::MountPropagation::PropagationHostToContainer
+                    } else {
+                        v1::MountPropagation::PropagationPrivate
+                    } as i32,
+                    recursive_read_only: has("rro"),
+                    ..Default::default()
+                }
             })
             .collect(),
         log_path: r.log_path.clone(),
@@ -480,7 +530,12 @@ pub fn of_pod(m: &Manager, pod: &str) -> Vec<String> {
 }
 
 pub async fn stop(m: &Arc<Manager>, id: &str, timeout: i64) -> Result<(), Status> {
-    let r = cri_record(m, id)?;
+    let r = match cri_record(m, id) {
+        Ok(r) => r,
+        // Stopping what is gone succeeds, as removing it does (critest checks both).
+        Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+        Err(s) => return Err(s),
+    };
     m.stop(&r.id, Some(timeout.clamp(0, i32::MAX as i64) as i32), "")
         .await?;
     Ok(())

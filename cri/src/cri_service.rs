@@ -91,6 +91,18 @@ pub fn first_cni_config(dir: &Path) -> Option<PathBuf> {
     found.into_iter().next()
 }
 
+/// Runs a call that changes state to its end even when the client goes away: tonic drops a
+/// handler's future when the client cancels or its deadline passes, which would leave a pod or
+/// container half made (reserved, never listed) or half removed. The client that retries finds
+/// it done, as the kubelet expects.
+async fn to_the_end<T: Send + 'static>(
+    f: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| Status::internal(format!("the call's task failed: {e}")))?
+}
+
 fn condition(kind: &str, ready: bool, reason: &str, message: String) -> v1::RuntimeCondition {
     v1::RuntimeCondition {
         r#type: kind.into(),
@@ -147,7 +159,8 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
                 .map(|name| v1::RuntimeHandler {
                     name: name.to_string(),
                     features: Some(v1::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts: false,
+                        recursive_read_only_mounts:
+                            berth_runtime::rootfs::recursive_mount_options_supported(),
                         user_namespaces: false,
                     }),
                 })
@@ -196,7 +209,8 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::RunPodSandboxRequest>,
     ) -> Result<Response<v1::RunPodSandboxResponse>, Status> {
-        let id = self.pods.run(req.into_inner()).await?;
+        let pods = self.pods.clone();
+        let id = to_the_end(async move { pods.run(req.into_inner()).await }).await?;
         Ok(Response::new(v1::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -206,12 +220,21 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::StopPodSandboxRequest>,
     ) -> Result<Response<v1::StopPodSandboxResponse>, Status> {
-        let id = self.pods.resolve(&req.into_inner().pod_sandbox_id)?;
-        // Its containers first, forcibly (the kubelet has stopped them gracefully already).
-        for c in crate::cri_containers::of_pod(&self.containers, &id) {
-            self.containers.stop(&c, Some(0), "").await?;
-        }
-        self.pods.stop(&id).await?;
+        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        to_the_end(async move {
+            // Stopping what is gone succeeds (pods.stop says why).
+            let id = match pods.resolve(&req.into_inner().pod_sandbox_id) {
+                Ok(id) => id,
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+                Err(s) => return Err(s),
+            };
+            // Its containers first, forcibly (the kubelet has stopped them gracefully already).
+            for c in crate::cri_containers::of_pod(&containers, &id) {
+                containers.stop(&c, Some(0), "").await?;
+            }
+            pods.stop(&id).await
+        })
+        .await?;
         Ok(Response::new(v1::StopPodSandboxResponse {}))
     }
 
@@ -219,13 +242,17 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::RemovePodSandboxRequest>,
     ) -> Result<Response<v1::RemovePodSandboxResponse>, Status> {
-        let id = req.into_inner().pod_sandbox_id;
-        if let Ok(full) = self.pods.resolve(&id) {
-            for c in crate::cri_containers::of_pod(&self.containers, &full) {
-                self.containers.remove(&c, true).await?;
+        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        to_the_end(async move {
+            let id = req.into_inner().pod_sandbox_id;
+            if let Ok(full) = pods.resolve(&id) {
+                for c in crate::cri_containers::of_pod(&containers, &full) {
+                    containers.remove(&c, true).await?;
+                }
             }
-        }
-        self.pods.remove(&id).await?;
+            pods.remove(&id).await
+        })
+        .await?;
         Ok(Response::new(v1::RemovePodSandboxResponse {}))
     }
 
@@ -253,12 +280,14 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::CreateContainerRequest>,
     ) -> Result<Response<v1::CreateContainerResponse>, Status> {
-        let id = crate::cri_containers::create(
-            &self.containers,
-            &self.pods,
-            &self.store,
-            req.into_inner(),
-        )
+        let (pods, containers, store) = (
+            self.pods.clone(),
+            self.containers.clone(),
+            self.store.clone(),
+        );
+        let id = to_the_end(async move {
+            crate::cri_containers::create(&containers, &pods, &store, req.into_inner()).await
+        })
         .await?;
         Ok(Response::new(v1::CreateContainerResponse {
             container_id: id,
@@ -269,8 +298,9 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::StartContainerRequest>,
     ) -> Result<Response<v1::StartContainerResponse>, Status> {
+        let containers = self.containers.clone();
         let id = req.into_inner().container_id;
-        self.containers.start(&id).await?;
+        to_the_end(async move { containers.start(&id).await }).await?;
         Ok(Response::new(v1::StartContainerResponse {}))
     }
 
@@ -278,8 +308,11 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::StopContainerRequest>,
     ) -> Result<Response<v1::StopContainerResponse>, Status> {
-        let r = req.into_inner();
-        crate::cri_containers::stop(&self.containers, &r.container_id, r.timeout).await?;
+        let (containers, r) = (self.containers.clone(), req.into_inner());
+        to_the_end(async move {
+            crate::cri_containers::stop(&containers, &r.container_id, r.timeout).await
+        })
+        .await?;
         Ok(Response::new(v1::StopContainerResponse {}))
     }
 
@@ -287,7 +320,11 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
         &self,
         req: Request<v1::RemoveContainerRequest>,
     ) -> Result<Response<v1::RemoveContainerResponse>, Status> {
-        crate::cri_containers::remove(&self.containers, &req.into_inner().container_id).await?;
+        let containers = self.containers.clone();
+        to_the_end(async move {
+            crate::cri_containers::remove(&containers, &req.into_inner().container_id).await
+        })
+        .await?;
         Ok(Response::new(v1::RemoveContainerResponse {}))
     }
 

@@ -235,6 +235,12 @@ impl Pods {
                 req.runtime_handler
             )));
         }
+        if cfg.hostname.len() > 64 {
+            return Err(Status::invalid_argument(format!(
+                "RunPodSandbox: hostname {:?} is longer than 64 bytes",
+                cfg.hostname
+            )));
+        }
         let linux = cfg.linux.as_ref();
         let ns = linux
             .and_then(|l| l.security_context.as_ref())
@@ -281,8 +287,10 @@ impl Pods {
             )));
         }
         let id = random_hex(32);
+        // No hostname: the host's, as containerd and CRI-O do (the kubelet always gives one;
+        // a pod's name can be longer than a hostname may be).
         let hostname = if cfg.hostname.is_empty() {
-            md.name.clone()
+            host_hostname()
         } else {
             cfg.hostname.clone()
         };
@@ -474,8 +482,10 @@ impl Pods {
 
     pub async fn stop(&self, id: &str) -> Result<(), Status> {
         let _op = self.op.lock().await;
+        // Stopping what is gone succeeds, as removing it does (the CRI: "idempotent, and must
+        // not return an error if all relevant resources have already been reclaimed").
         let Some(mut r) = self.settled(id)? else {
-            return Err(Status::not_found(format!("pod sandbox {id:?} not found")));
+            return Ok(());
         };
         self.teardown(&r).await?;
         if r.state != PodState::NotReady
@@ -686,6 +696,13 @@ fn resolv_conf(dns: &v1::DnsConfig) -> String {
         s.push_str(&format!("options {}\n", dns.options.join(" ")));
     }
     s
+}
+
+/// The host's hostname (uname's nodename), for pods that name none.
+fn host_hostname() -> String {
+    nix::sys::utsname::uname()
+        .map(|u| u.nodename().to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 #[cfg(test)]

@@ -87,6 +87,11 @@ pub(crate) struct Ctx<'a> {
     pub cgroupns: bool,
 }
 
+/// Whether recursive mount options ("rro", "rnosuid", ...) work on this kernel.
+pub fn recursive_mount_options_supported() -> bool {
+    sys::has_mount_setattr()
+}
+
 /// Step 1: everything that happens before pivot_root. `rootfs` is absolute and canonical.
 pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
     prepare_with(spec, rootfs, &mut || Ok(()))

@@ -137,6 +137,24 @@ pub(super) fn setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> nix::
     Errno::result(r).map(drop)
 }
 
+/// Whether the kernel has mount_setattr(2) (Linux 5.12), which recursive mount options such as
+/// "rro" need: asked with a bad file descriptor, it answers EBADF if it exists.
+pub(super) fn has_mount_setattr() -> bool {
+    // SAFETY: fd -1 and a null attribute pointer of size 0: the kernel checks and refuses them
+    // without touching memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            -1,
+            c"".as_ptr(),
+            0,
+            std::ptr::null::<MountAttr>(),
+            0usize,
+        )
+    };
+    Errno::result(r) != Err(Errno::ENOSYS)
+}
+
 /// Whether this process runs in a user namespace other than the initial one.
 pub(super) fn in_user_namespace() -> bool {
     match std::fs::read_to_string("/proc/self/uid_map") {
