@@ -207,6 +207,29 @@ fn lookup(file: Option<&str>, name: &str) -> Option<(u32, Option<u32>)> {
     })
 }
 
+/// The groups the image's /etc/group lists user `uid` in (by its name in /etc/passwd).
+pub fn member_of(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let Some(passwd) = read_in_root(rootfs, "etc/passwd") else {
+        return Vec::new();
+    };
+    let Some(name) = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+    }) else {
+        return Vec::new();
+    };
+    read_in_root(rootfs, "etc/group")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() >= 4 && f[3].split(',').any(|m| m == name))
+                .then(|| f[2].parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
 /// The image's `User` (`name`, `uid`, `name:group`, `uid:gid`) as numbers.
 pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), Status> {
     if user.is_empty() {
@@ -231,7 +254,17 @@ pub fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32), Status> {
                 })?
                 .0
         }
-        None => primary.unwrap_or(0),
+        // A uid with an entry in /etc/passwd has its group there, as with runc and docker.
+        None => primary
+            .or_else(|| {
+                passwd.as_deref()?.lines().find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 4 && f[2].parse() == Ok(uid))
+                        .then(|| f[3].parse().ok())
+                        .flatten()
+                })
+            })
+            .unwrap_or(0),
     };
     Ok((uid, gid))
 }
@@ -303,7 +336,19 @@ mod tests {
         assert_eq!(resolve_user(&d, "www-data").unwrap(), (33, 34));
         assert_eq!(resolve_user(&d, "www-data:staff").unwrap(), (33, 50));
         assert_eq!(resolve_user(&d, "1000:1000").unwrap(), (1000, 1000));
+        // A uid with a passwd entry has its group; one without, group 0.
+        assert_eq!(resolve_user(&d, "33").unwrap(), (33, 34));
+        assert_eq!(resolve_user(&d, "1001").unwrap(), (1001, 0));
         assert!(resolve_user(&d, "nobody").is_err());
+        // The groups that list a user by name.
+        std::fs::write(
+            d.join("etc/group"),
+            "root:x:0:\nstaff:x:50:www-data,root\nweb:x:51:www-data\nother:x:52:www\n",
+        )
+        .unwrap();
+        assert_eq!(member_of(&d, 33), vec![50, 51]);
+        assert_eq!(member_of(&d, 0), vec![50]);
+        assert_eq!(member_of(&d, 1001), Vec::<u32>::new());
         // A symlinked /etc/passwd is not followed out of the image.
         std::fs::remove_file(d.join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.join("etc/passwd")).unwrap();

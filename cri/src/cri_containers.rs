@@ -242,6 +242,8 @@ fn cri_linux(
                 })
             })
             .collect::<Result<_, _>>()?,
+        strict_groups: sec.supplemental_groups_policy
+            == v1::SupplementalGroupsPolicy::Strict as i32,
         ..Default::default()
     };
     if ns.ipc == node {
@@ -453,7 +455,23 @@ pub fn status(m: &Manager, id: &str) -> Result<v1::ContainerStatus, Status> {
             .collect(),
         log_path: r.log_path.clone(),
         resources: Some(resources_of(&r)),
+        user: user_of(m, &r),
         ..Default::default()
+    })
+}
+
+/// The user the container's process runs as (uid, gid, every group), from its bundle: what
+/// the kubelet reports as the container's user.
+fn user_of(m: &Manager, r: &Record) -> Option<v1::ContainerUser> {
+    let spec = m.bundle_spec(&r.id).ok()?;
+    let u = &spec["process"]["user"];
+    Some(v1::ContainerUser {
+        linux: Some(v1::LinuxContainerUser {
+            uid: u["uid"].as_i64()?,
+            gid: u["gid"].as_i64()?,
+            supplemental_groups: serde_json::from_value(u["additionalGids"].clone())
+                .unwrap_or_default(),
+        }),
     })
 }
 

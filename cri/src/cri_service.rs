@@ -166,7 +166,7 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
                 })
                 .collect(),
             features: Some(v1::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }

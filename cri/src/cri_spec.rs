@@ -43,6 +43,9 @@ pub struct CriLinux {
     pub readonly_paths: Option<Vec<String>>,
     pub no_new_privs: bool,
     pub additional_gids: Vec<u32>,
+    /// SupplementalGroupsPolicy Strict: the groups the image's /etc/group gives the user are
+    /// not added (Merge, the default, adds them).
+    pub strict_groups: bool,
     pub seccomp: Seccomp,
     pub devices: Vec<Device>,
     /// The kubelet's cgroup parent: a cgroupfs path (`/kubepods/burstable/pod…`) or a systemd
@@ -340,6 +343,24 @@ pub fn runtime_default(caps: &[String]) -> Value {
         "architectures": arches,
         "syscalls": [{"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM}],
     })
+}
+
+/// The container's groups, as the kubelet's SupplementalGroupsPolicy says (and containerd makes
+/// them): its primary group, the groups the image's /etc/group lists the user in (unless
+/// Strict), and the pod's supplemental groups, sorted (as the kernel keeps them).
+pub fn groups(spec: &mut Value, c: &CriLinux, rootfs: &std::path::Path) {
+    let user = &mut spec["process"]["user"];
+    let uid = user["uid"].as_u64().unwrap_or(0) as u32;
+    let gid = user["gid"].as_u64().unwrap_or(0) as u32;
+    let mut gids: Vec<u32> =
+        serde_json::from_value(user["additionalGids"].clone()).unwrap_or_default();
+    gids.push(gid);
+    if !c.strict_groups {
+        gids.extend(crate::bundle::member_of(rootfs, uid));
+    }
+    gids.sort_unstable();
+    gids.dedup();
+    user["additionalGids"] = json!(gids);
 }
 
 #[cfg(test)]

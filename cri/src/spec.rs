@@ -394,6 +394,7 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
         let cri: crate::cri_spec::CriLinux = serde_json::from_str(&c.cri_linux)
             .map_err(|e| Status::internal(format!("the container's CRI settings: {e}")))?;
         crate::cri_spec::apply(&mut spec, &cri, i.id, c.memory, c.privileged)?;
+        crate::cri_spec::groups(&mut spec, &cri, i.rootfs);
     }
     Ok(spec)
 }
