@@ -456,7 +456,6 @@ pub fn status(m: &Manager, id: &str) -> Result<v1::ContainerStatus, Status> {
         log_path: r.log_path.clone(),
         resources: Some(resources_of(&r)),
         user: user_of(m, &r),
-        ..Default::default()
     })
 }
 
