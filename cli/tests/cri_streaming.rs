@@ -16,8 +16,7 @@ use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
@@ -86,129 +85,6 @@ impl Clients {
 
     fn ws(&self, args: &[&str], input: &[u8]) -> Done {
         Running::start(self.ws_cmd(args)).feed(input).finish()
-    }
-}
-
-/// A client that ran.
-#[derive(Debug)]
-struct Done {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// A client running, its output collected as it comes.
-struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    out: Arc<Mutex<Vec<u8>>>,
-    err: Arc<Mutex<Vec<u8>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
-
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-
-impl Running {
-    fn start(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let collect = |mut from: Box<dyn Read + Send>| {
-            let buf = Arc::new(Mutex::new(Vec::new()));
-            let b = buf.clone();
-            let h = std::thread::spawn(move || {
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = from.read(&mut chunk) {
-                    if n == 0 {
-                        break;
-                    }
-                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
-                }
-            });
-            (buf, h)
-        };
-        let (out, h1) = collect(Box::new(child.stdout.take().unwrap()));
-        let (err, h2) = collect(Box::new(child.stderr.take().unwrap()));
-        Running {
-            stdin: child.stdin.take(),
-            child,
-            out,
-            err,
-            readers: vec![h1, h2],
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) -> &mut Self {
-        let stdin = self.stdin.as_mut().unwrap();
-        stdin.write_all(data).unwrap();
-        stdin.flush().unwrap();
-        self
-    }
-
-    /// Writes `data`, then closes stdin.
-    fn feed(mut self, data: &[u8]) -> Self {
-        self.write(data);
-        self.stdin = None;
-        self
-    }
-
-    fn text(b: &Mutex<Vec<u8>>) -> String {
-        String::from_utf8_lossy(&b.lock().unwrap()).into_owned()
-    }
-
-    /// Waits until stdout (`err`: stderr) contains `want`.
-    fn wait_for(&mut self, err: bool, want: &str) {
-        let deadline = Instant::now() + CLIENT_TIMEOUT;
-        let buf = if err { &self.err } else { &self.out };
-        while !Self::text(buf).contains(want) {
-            assert!(
-                Instant::now() < deadline && self.child.try_wait().unwrap().is_none(),
-                "waiting for {want:?}: stdout {:?}, stderr {:?}",
-                Self::text(&self.out),
-                Self::text(&self.err)
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn finish(mut self) -> Done {
-        self.stdin = None;
-        let deadline = Instant::now() + CLIENT_TIMEOUT;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!(
-                    "client still running after {CLIENT_TIMEOUT:?}: stdout {:?}, stderr {:?}",
-                    Self::text(&self.out),
-                    Self::text(&self.err)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        for h in self.readers.drain(..) {
-            h.join().unwrap();
-        }
-        Done {
-            code: status.code().unwrap_or(-1),
-            stdout: Self::text(&self.out),
-            stderr: Self::text(&self.err),
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

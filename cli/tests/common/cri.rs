@@ -280,3 +280,134 @@ pub fn build_spdy_client() -> std::path::PathBuf {
     std::fs::rename(&tmp, &spdy).unwrap();
     spdy
 }
+
+// A client program of the streaming server (spdy-client, ws_client.py), run with its stdio
+// piped.
+
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A client that ran.
+#[derive(Debug)]
+pub struct Done {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A client running, its output collected as it comes.
+pub struct Running {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub out: Arc<Mutex<Vec<u8>>>,
+    pub err: Arc<Mutex<Vec<u8>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Running {
+    pub fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |mut from: Box<dyn Read + Send>| {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            let b = buf.clone();
+            let h = std::thread::spawn(move || {
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = from.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    b.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+            (buf, h)
+        };
+        let (out, h1) = collect(Box::new(child.stdout.take().unwrap()));
+        let (err, h2) = collect(Box::new(child.stderr.take().unwrap()));
+        Running {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            err,
+            readers: vec![h1, h2],
+        }
+    }
+
+    pub fn write(&mut self, data: &[u8]) -> &mut Self {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(data).unwrap();
+        stdin.flush().unwrap();
+        self
+    }
+
+    /// Writes `data`, then closes stdin.
+    pub fn feed(mut self, data: &[u8]) -> Self {
+        self.write(data);
+        self.stdin = None;
+        self
+    }
+
+    pub fn text(b: &std::sync::Mutex<Vec<u8>>) -> String {
+        String::from_utf8_lossy(&b.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until stdout (`err`: stderr) contains `want`.
+    pub fn wait_for(&mut self, err: bool, want: &str) {
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        let buf = if err { &self.err } else { &self.out };
+        while !Self::text(buf).contains(want) {
+            assert!(
+                Instant::now() < deadline && self.child.try_wait().unwrap().is_none(),
+                "waiting for {want:?}: stdout {:?}, stderr {:?}",
+                Self::text(&self.out),
+                Self::text(&self.err)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn finish(mut self) -> Done {
+        self.stdin = None;
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "client still running after {CLIENT_TIMEOUT:?}: stdout {:?}, stderr {:?}",
+                    Self::text(&self.out),
+                    Self::text(&self.err)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for h in self.readers.drain(..) {
+            h.join().unwrap();
+        }
+        Done {
+            code: status.code().unwrap_or(-1),
+            stdout: Self::text(&self.out),
+            stderr: Self::text(&self.err),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
