@@ -182,8 +182,12 @@ fn absolute(dir: &str) -> Result<String, Status> {
 }
 
 /// Reads `rel` inside `root` without following symlinks (an image's /etc/passwd must not
-/// make berthd read a host file).
+/// make berthd read a host file), if it is a regular file of at most 1 MiB (an image's FIFO or
+/// device there must not block or fill berthd).
 fn read_in_root(root: &Path, rel: &str) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const MAX: u64 = 1 << 20;
     let mut p = root.to_path_buf();
     for part in rel.split('/').filter(|s| !s.is_empty()) {
         p.push(part);
@@ -191,7 +195,18 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
             return None;
         }
     }
-    std::fs::read_to_string(p).ok()
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&p)
+        .ok()?;
+    let md = f.metadata().ok()?;
+    if !md.is_file() || md.len() > MAX {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(MAX).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// `name` or number, looked up in an /etc/passwd- or /etc/group-style file.
@@ -349,6 +364,18 @@ mod tests {
         assert_eq!(member_of(&d, 33), vec![50, 51]);
         assert_eq!(member_of(&d, 0), vec![50]);
         assert_eq!(member_of(&d, 1001), Vec::<u32>::new());
+        // A FIFO as /etc/group is not read (it would block), nor is a directory.
+        std::fs::remove_file(d.join("etc/group")).unwrap();
+        nix::unistd::mkfifo(
+            &d.join("etc/group"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        assert_eq!(member_of(&d, 33), Vec::<u32>::new());
+        std::fs::remove_file(d.join("etc/group")).unwrap();
+        std::fs::create_dir(d.join("etc/group")).unwrap();
+        assert_eq!(member_of(&d, 33), Vec::<u32>::new());
+        std::fs::remove_dir(d.join("etc/group")).unwrap();
         // A symlinked /etc/passwd is not followed out of the image.
         std::fs::remove_file(d.join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", d.join("etc/passwd")).unwrap();

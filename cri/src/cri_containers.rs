@@ -141,7 +141,11 @@ pub async fn create(
         } else {
             etc_dir.display().to_string()
         },
-        mounts: cfg.mounts.iter().map(mount).collect::<Result<_, _>>()?,
+        mounts: cfg
+            .mounts
+            .iter()
+            .map(|mt| mount(mt, rro_supported(m)))
+            .collect::<Result<_, _>>()?,
         // CPU limits go in cri_linux with the rest of the CRI's resources.
         memory: res.as_ref().map(|r| r.memory_limit_in_bytes).unwrap_or(0),
         read_only: sec.readonly_rootfs,
@@ -158,8 +162,34 @@ pub async fn create(
     Ok(r.id)
 }
 
+/// Whether recursive read-only mounts work: the kernel has mount_setattr, and the OCI runtime
+/// knows "rro" (berth-runtime does; another one is asked with `features`, as containerd asks
+/// runc; runc before 1.1 would ignore the option). Asked once.
+pub fn rro_supported(m: &Manager) -> bool {
+    static RRO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *RRO.get_or_init(|| {
+        if !berth_runtime::rootfs::recursive_mount_options_supported() {
+            return false;
+        }
+        let Some(rt) = &m.cfg.runtime else {
+            return true;
+        };
+        let out = std::process::Command::new(rt)
+            .arg("features")
+            .stderr(std::process::Stdio::null())
+            .output();
+        let features: serde_json::Value = match out {
+            Ok(o) if o.status.success() => serde_json::from_slice(&o.stdout).unwrap_or_default(),
+            _ => return false,
+        };
+        features["mountOptions"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| x == "rro"))
+    })
+}
+
 /// A CRI mount as berth's: a bind mount, its propagation and recursive read-only as options.
-fn mount(mt: &v1::Mount) -> Result<api::Mount, Status> {
+fn mount(mt: &v1::Mount, rro: bool) -> Result<api::Mount, Status> {
     if mt.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
         return Err(Status::unimplemented(format!(
             "CreateContainer: image volumes (the image {:?} mounted at {}) are not implemented \
@@ -194,9 +224,10 @@ fn mount(mt: &v1::Mount) -> Result<api::Mount, Status> {
                 propagation.as_str_name()
             )));
         }
-        if !berth_runtime::rootfs::recursive_mount_options_supported() {
+        if !rro {
             return Err(Status::invalid_argument(format!(
-                "mount {}: recursive_read_only needs mount_setattr(2) (Linux 5.12)",
+                "mount {}: recursive_read_only needs mount_setattr(2) (Linux 5.12) and an OCI \
+                 runtime that knows the \"rro\" option",
                 mt.container_path
             )));
         }
@@ -547,6 +578,9 @@ pub fn of_pod(m: &Manager, pod: &str) -> Vec<String> {
 }
 
 pub async fn stop(m: &Arc<Manager>, id: &str, timeout: i64) -> Result<(), Status> {
+    if id.is_empty() {
+        return Err(Status::invalid_argument("StopContainer: no container id"));
+    }
     let r = match cri_record(m, id) {
         Ok(r) => r,
         // Stopping what is gone succeeds, as removing it does (critest checks both).

@@ -98,9 +98,16 @@ pub fn first_cni_config(dir: &Path) -> Option<PathBuf> {
 async fn to_the_end<T: Send + 'static>(
     f: impl std::future::Future<Output = Result<T, Status>> + Send + 'static,
 ) -> Result<T, Status> {
-    tokio::spawn(f)
-        .await
-        .map_err(|e| Status::internal(format!("the call's task failed: {e}")))?
+    tokio::spawn(async move {
+        let r = f.await;
+        // Said here too: the client may be gone, and with it the answer.
+        if let Err(s) = &r {
+            tracing::warn!(code = ?s.code(), "{}", s.message());
+        }
+        r
+    })
+    .await
+    .map_err(|e| Status::internal(format!("the call's task failed: {e}")))?
 }
 
 fn condition(kind: &str, ready: bool, reason: &str, message: String) -> v1::RuntimeCondition {
@@ -159,8 +166,9 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
                 .map(|name| v1::RuntimeHandler {
                     name: name.to_string(),
                     features: Some(v1::RuntimeHandlerFeatures {
-                        recursive_read_only_mounts:
-                            berth_runtime::rootfs::recursive_mount_options_supported(),
+                        recursive_read_only_mounts: crate::cri_containers::rro_supported(
+                            &self.containers,
+                        ),
                         user_namespaces: false,
                     }),
                 })
@@ -230,7 +238,11 @@ impl v1::runtime_service_server::RuntimeService for CriRuntime {
             };
             // Its containers first, forcibly (the kubelet has stopped them gracefully already).
             for c in crate::cri_containers::of_pod(&containers, &id) {
-                containers.stop(&c, Some(0), "").await?;
+                // One removed meanwhile is stopped enough.
+                match containers.stop(&c, Some(0), "").await {
+                    Err(s) if s.code() != tonic::Code::NotFound => return Err(s),
+                    _ => {}
+                }
             }
             pods.stop(&id).await
         })

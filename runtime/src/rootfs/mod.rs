@@ -87,9 +87,10 @@ pub(crate) struct Ctx<'a> {
     pub cgroupns: bool,
 }
 
-/// Whether recursive mount options ("rro", "rnosuid", ...) work on this kernel.
+/// Whether recursive mount options ("rro", "rnosuid", ...) work on this kernel (asked once).
 pub fn recursive_mount_options_supported() -> bool {
-    sys::has_mount_setattr()
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(sys::has_mount_setattr)
 }
 
 /// Step 1: everything that happens before pivot_root. `rootfs` is absolute and canonical.

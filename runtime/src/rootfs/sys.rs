@@ -138,10 +138,12 @@ pub(super) fn setattr_recursive(fd: BorrowedFd<'_>, set: u64, clr: u64) -> nix::
 }
 
 /// Whether the kernel has mount_setattr(2) (Linux 5.12), which recursive mount options such as
-/// "rro" need: asked with a bad file descriptor, it answers EBADF if it exists.
+/// "rro" need: asked with an attribute size of 0, it answers EINVAL before it looks at anything
+/// else (the probe util-linux makes); ENOSYS without it, and a seccomp filter's EPERM means it
+/// cannot be used either.
 pub(super) fn has_mount_setattr() -> bool {
-    // SAFETY: fd -1 and a null attribute pointer of size 0: the kernel checks and refuses them
-    // without touching memory.
+    // SAFETY: fd -1 and a null attribute pointer of size 0: the kernel refuses the size before
+    // it reads memory or the descriptor.
     let r = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
@@ -152,7 +154,7 @@ pub(super) fn has_mount_setattr() -> bool {
             0usize,
         )
     };
-    Errno::result(r) != Err(Errno::ENOSYS)
+    Errno::result(r) == Err(Errno::EINVAL)
 }
 
 /// Whether this process runs in a user namespace other than the initial one.
