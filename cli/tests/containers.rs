@@ -36,15 +36,6 @@ fn http_get(port: u16) -> Option<String> {
     None
 }
 
-/// A free port on the host.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls `f` until it is true (or panics after 20 s with `what`).
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -1092,20 +1092,6 @@ async fn security_context_namespaces_resources_and_events() {
     assert!(left.is_empty(), "{left:#?}");
 }
 
-/// GET / from `addr`: the status line and body, or the error.
-fn http_get(addr: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(
-        &addr.parse().expect("address"),
-        std::time::Duration::from_secs(2),
-    )?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: berth\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
 /// Retries `http_get` for a while (nginx takes a moment to listen).
 fn http_get_eventually(addr: &str) -> String {
     let mut last = String::new();
@@ -1132,11 +1118,7 @@ async fn nginx_pod_with_a_sidecar_a_host_port_and_a_restart() {
     std::fs::write(&conf_path, conf.to_string()).unwrap();
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     let images = [pull(&d, "nginx").await, pull(&d, "busybox").await];
-    let host_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let host_port = free_port();
     let logs = d.dir.join("podlogs");
     let pod = rt
         .run_pod_sandbox(RunPodSandboxRequest {

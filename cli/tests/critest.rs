@@ -275,6 +275,12 @@ impl Cri {
         Ok(())
     }
 
+    /// critest's CleanupPodSandbox: StopPodSandbox then RemovePodSandbox.
+    async fn cleanup_pod(&mut self, id: &str) -> R {
+        self.stop_pod(id).await?;
+        self.remove_pod(id).await
+    }
+
     async fn remove_pod(&mut self, id: &str) -> R {
         self.rt
             .remove_pod_sandbox(RemovePodSandboxRequest {
@@ -603,6 +609,13 @@ fn rfc3339_nano(s: &str) -> bool {
     }
 }
 
+/// Logs container `ctr` to `<its name>.log` in the pod's log directory `dir`, as critest's
+/// containers do; the file's path.
+fn log_to(ctr: &mut ContainerConfig, dir: &Path) -> PathBuf {
+    ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
+    dir.join(&ctr.log_path)
+}
+
 /// critest's verifyLogContents: an entry of `stream` whose log is exactly `want`.
 fn log_has(path: &Path, want: &str, stream: &str) -> R {
     let entries = log_entries(path)?;
@@ -651,12 +664,7 @@ async fn check_main_page(url: String) -> R {
 
 /// The status code of `GET /` on `addr`.
 fn http_status(addr: &str) -> Result<u16, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
+    let buf = http_get(addr).map_err(|e| format!("GET http://{addr}: {e}"))?;
     buf.split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
@@ -673,15 +681,6 @@ fn critest_daemon(name: &str, n: u8) -> (BridgeGone, Daemon) {
     conf["plugins"][1]["snat"] = true.into();
     std::fs::write(&conf_path, conf.to_string()).unwrap();
     (bridge, d)
-}
-
-/// A free TCP port on the host (critest uses fixed ones: 12000, 12001, ...).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -897,8 +896,7 @@ async fn idempotent_container_remove(mut c: Cri) -> R {
     c.stop(&id).await?;
     c.remove(&id).await?;
     c.remove(&id).await?;
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn pod_run_stop_remove(mut c: Cri) -> R {
@@ -1227,8 +1225,7 @@ async fn pod_sysctls(mut c: Cri) -> R {
             code == 0 && out.trim() == value,
             "{key}: {out:?} (exit {code})"
         );
-        c.stop_pod(&pod).await?;
-        c.remove_pod(&pod).await?;
+        c.cleanup_pod(&pod).await?;
     }
     Ok(())
 }
@@ -1257,8 +1254,7 @@ async fn dns_config(mut c: Cri) -> R {
     ] {
         check!(out.contains(want), "resolv.conf lacks {want:?}: {out:?}");
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn hostname(mut c: Cri) -> R {
@@ -1278,8 +1274,7 @@ async fn hostname(mut c: Cri) -> R {
         out.trim().eq_ignore_ascii_case("test-hostname"),
         "hostname {out:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn port_mapping(mut c: Cri, with_host_port: bool) -> R {
@@ -1307,8 +1302,7 @@ async fn port_mapping(mut c: Cri, with_host_port: bool) -> R {
             .ip;
         check_main_page(format!("http://{ip}:80")).await?;
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn multiple_containers(mut c: Cri) -> R {
@@ -1371,8 +1365,7 @@ async fn multiple_containers(mut c: Cri) -> R {
         c.exec_ok(&bb, &["echo", "busybox"]).await? == "busybox\n",
         "exec in busybox"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1529,8 +1522,7 @@ async fn container_create(mut c: Cri) -> R {
         })
         .await?;
     check!(listed.iter().any(|x| x.id == id), "not listed: {listed:?}");
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_attributes(mut c: Cri) -> R {
@@ -1582,8 +1574,7 @@ async fn container_attributes(mut c: Cri) -> R {
     check!(listed[0].metadata.as_ref() == Some(&md), "listed metadata");
     subset(&listed[0].labels, &labels, "listed labels")?;
     subset(&listed[0].annotations, &annotations, "listed annotations")?;
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_start_stop(mut c: Cri) -> R {
@@ -1611,8 +1602,7 @@ async fn container_start_stop(mut c: Cri) -> R {
         s.exit_code != 137,
         "top was killed (exit 137) after the grace period, not stopped by SIGTERM: {s:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_remove(mut c: Cri) -> R {
@@ -1647,8 +1637,7 @@ async fn container_remove(mut c: Cri) -> R {
             "{phase}: listed after remove"
         );
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_exec_sync(mut c: Cri) -> R {
@@ -1659,8 +1648,7 @@ async fn container_exec_sync(mut c: Cri) -> R {
     c.start(&id).await?;
     let out = c.exec_ok(&id, &["echo", "-n", "hello"]).await?;
     check!(out == "hello", "stdout {out:?}");
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_exec_sync_timeout(mut c: Cri) -> R {
@@ -1683,8 +1671,7 @@ async fn container_exec_sync_timeout(mut c: Cri) -> R {
         out.trim().is_empty(),
         "the timed-out sleep still runs: {out:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn stats_ids(
@@ -1775,8 +1762,7 @@ async fn container_stats(mut c: Cri) -> R {
         .await?;
         check!(got.contains(&lid) == want, "label foo={v}: {got:?}");
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_volume(mut c: Cri, symlink: bool) -> R {
@@ -1807,8 +1793,7 @@ async fn container_volume(mut c: Cri, symlink: bool) -> R {
     c.start_running(&id).await?;
     let out = c.exec_ok(&id, &["ls", "-A", &p]).await?;
     check!(!out.is_empty(), "ls -A {p}: nothing");
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_log(mut c: Cri) -> R {
@@ -1819,14 +1804,12 @@ async fn container_log(mut c: Cri) -> R {
         &["echo", "hello World"],
     );
     ctr.linux = None;
-    ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-    let log = Path::new(&cfg.log_directory).join(&ctr.log_path);
+    let log = log_to(&mut ctr, Path::new(&cfg.log_directory));
     let id = c.create_container(&pod, &cfg, ctr).await?;
     c.start(&id).await?;
     c.wait_state(&id, ContainerState::ContainerExited).await?;
     log_has(&log, "hello World\n", "stdout")?;
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_reopen_log(mut c: Cri) -> R {
@@ -1837,8 +1820,7 @@ async fn container_reopen_log(mut c: Cri) -> R {
         &["sh", "-c", "while true; do echo hello World; sleep 1; done"],
     );
     ctr.linux = None;
-    ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-    let log = Path::new(&cfg.log_directory).join(&ctr.log_path);
+    let log = log_to(&mut ctr, Path::new(&cfg.log_directory));
     let id = c.create_container(&pod, &cfg, ctr).await?;
     c.start(&id).await?;
     let some = |p: PathBuf| async move {
@@ -1868,8 +1850,7 @@ async fn container_reopen_log(mut c: Cri) -> R {
             "the old log file still grows: {old} → {now} entries"
         );
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 /// critest's createPrivilegedPodSandbox.
@@ -1907,8 +1888,7 @@ async fn container_oom(mut c: Cri) -> R {
     let s = c.wait_state(&id, ContainerState::ContainerExited).await?;
     check!(s.reason == "OOMKilled", "reason {:?}: {s:?}", s.reason);
     check!(s.exit_code == 137, "exit code {}", s.exit_code);
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 fn mount(src: &Path, dst: &Path, flags: &[&str]) -> R {
@@ -2019,8 +1999,7 @@ async fn mount_propagation(mut c: Cri, p: MountPropagation) -> R {
         (seen > 0) == want_out,
         "container mount seen on the host: {seen} entries (want {want_out})"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await?;
+    c.cleanup_pod(&pod).await?;
     drop(umount);
     Ok(())
 }
@@ -2083,8 +2062,7 @@ async fn readonly_mount(mut c: Cri, rro: bool) -> R {
     } else {
         c.exec_ok(&id, &["touch", "/mnt/tmpfs/file"]).await?;
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn readonly_mount_rejects(mut c: Cri) -> R {
@@ -2111,8 +2089,7 @@ async fn readonly_mount_rejects(mut c: Cri) -> R {
             "created: readonly {readonly}, {p:?}, recursive_read_only"
         );
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn image_volume_unimplemented(mut c: Cri) -> R {
@@ -2129,8 +2106,7 @@ async fn image_volume_unimplemented(mut c: Cri) -> R {
         Ok(id) => return Err(format!("created {id} with an image volume")),
         Err(e) => check!(e.contains("Unimplemented"), "{e}"),
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2484,8 +2460,7 @@ async fn host_pid(mut c: Cri) -> R {
         !out.trim().is_empty() && out.contains(&pid),
         "nginx's pid {pid} should be seen by hostpid containers: {out:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn host_ipc(mut c: Cri, host: bool) -> R {
@@ -2537,8 +2512,7 @@ async fn host_ipc(mut c: Cri, host: bool) -> R {
         seen == host,
         "segment {seg} seen: {seen}, want {host}: {out}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn pod_pid(mut c: Cri) -> R {
@@ -2561,8 +2535,7 @@ async fn pod_pid(mut c: Cri) -> R {
         !out.contains("master process"),
         "pid 1 is nginx's master: {out:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn container_pid(mut c: Cri) -> R {
@@ -2588,8 +2561,7 @@ async fn container_pid(mut c: Cri) -> R {
         ],
     )
     .await?;
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn host_network(mut c: Cri, host: bool) -> R {
@@ -2615,8 +2587,7 @@ async fn host_network(mut c: Cri, host: bool) -> R {
         &opts,
         &["sh", "-c", "netstat -ln"],
     );
-    ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-    let log = logs.join(&ctr.log_path);
+    let log = log_to(&mut ctr, &logs);
     let id = c.create_container(&pod, &cfg, ctr).await?;
     c.start(&id).await?;
     let want = format!(":{port}");
@@ -2636,8 +2607,7 @@ async fn host_network(mut c: Cri, host: bool) -> R {
     })
     .await?;
     drop(l);
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 fn security(sc: LinuxContainerSecurityContext) -> Option<LinuxContainerConfig> {
@@ -2666,8 +2636,7 @@ async fn supplemental_groups(mut c: Cri) -> R {
         groups.contains(&"1234") && groups.contains(&"5678"),
         "id -G: {out:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn run_as(mut c: Cri) -> R {
@@ -2708,8 +2677,7 @@ async fn run_as(mut c: Cri) -> R {
         run_as_group: Some(Int64Value { value: 1002 }),
         ..Default::default()
     });
-    ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-    let log = Path::new(&cfg.log_directory).join(&ctr.log_path);
+    let log = log_to(&mut ctr, Path::new(&cfg.log_directory));
     let id = c.create_container(&pod, &cfg, ctr).await?;
     c.start(&id).await?;
     c.wait_state(&id, ContainerState::ContainerExited).await?;
@@ -2727,8 +2695,7 @@ async fn run_as(mut c: Cri) -> R {
         c.create_container(&pod, &cfg, ctr).await.is_err(),
         "RunAsGroup without RunAsUser was accepted"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn readonly_rootfs(mut c: Cri, ro: bool) -> R {
@@ -2746,8 +2713,7 @@ async fn readonly_rootfs(mut c: Cri, ro: bool) -> R {
         readonly_rootfs: ro,
         ..Default::default()
     });
-    ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-    let log = Path::new(&cfg.log_directory).join(&ctr.log_path);
+    let log = log_to(&mut ctr, Path::new(&cfg.log_directory));
     let id = c.create_container(&pod, &cfg, ctr).await?;
     c.start(&id).await?;
     c.wait_state(&id, ContainerState::ContainerExited).await?;
@@ -2756,8 +2722,7 @@ async fn readonly_rootfs(mut c: Cri, ro: bool) -> R {
     } else {
         log_has(&log, "Found\n", "stdout")?;
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn privileged(mut c: Cri, p: bool) -> R {
@@ -2778,8 +2743,7 @@ async fn privileged(mut c: Cri, p: bool) -> R {
         (code == 0) == p,
         "brctl addbr foobar: exit {code} {out:?} {err:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn capabilities(mut c: Cri) -> R {
@@ -2844,8 +2808,7 @@ async fn capabilities(mut c: Cri) -> R {
     .await?;
     let out = c.exec_ok(&id, &["cat", "/proc/self/status"]).await?;
     check!(all(&out), "CapBnd not empty with ALL dropped: {out}");
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 /// critest's regexp `CapBnd:\s0000000000000000`.
@@ -2906,8 +2869,7 @@ async fn masked_and_readonly_paths(mut c: Cri, image: Result<String, String>) ->
         err == "touch: /tmp/test: Read-only file system\n",
         "read-only /tmp: {err:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 /// critest's seccomp profiles, written as it writes them.
@@ -3019,8 +2981,7 @@ async fn seccomp_hostname(mut c: Cri, dir: PathBuf) -> R {
             (code == 0) == settable,
             "{what}: hostname exit {code} {err:?}"
         );
-        c.stop_pod(&pod).await?;
-        c.remove_pod(&pod).await?;
+        c.cleanup_pod(&pod).await?;
     }
     Ok(())
 }
@@ -3039,15 +3000,13 @@ async fn no_new_privs(mut c: Cri, image: Result<String, String>) -> R {
             run_as_user: Some(Int64Value { value: 1000 }),
             ..Default::default()
         });
-        ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-        let log = Path::new(&cfg.log_directory).join(&ctr.log_path);
+        let log = log_to(&mut ctr, Path::new(&cfg.log_directory));
         let id = c.create_container(&pod, &cfg, ctr).await?;
         c.start(&id).await?;
         c.wait_state(&id, ContainerState::ContainerExited).await?;
         log_has(&log, want, "stdout")?;
     }
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 /// cri-tools' test-image-predefined-group: user 1000 (group 1000) also in group 50000, USER 1000.
@@ -3099,8 +3058,7 @@ async fn supplemental_groups_policy(mut c: Cri, images: &Images, dir: PathBuf) -
             supplemental_groups_policy: policy as i32,
             ..Default::default()
         });
-        ctr.log_path = format!("{}.log", ctr.metadata.as_ref().unwrap().name);
-        let log = Path::new(&cfg.log_directory).join(&ctr.log_path);
+        let log = log_to(&mut ctr, Path::new(&cfg.log_directory));
         let id = c.create_container(&pod, &cfg, ctr).await?;
         c.start(&id).await?;
         let want_user = ContainerUser {
@@ -3141,8 +3099,7 @@ async fn supplemental_groups_policy(mut c: Cri, images: &Images, dir: PathBuf) -
         log_has(&log, &text, "stdout")?;
         let out = c.exec_ok(&id, &["id", "-G"]).await?;
         check!(out == text, "{policy:?}: exec id -G {out:?}, want {text:?}");
-        c.stop_pod(&pod).await?;
-        c.remove_pod(&pod).await?;
+        c.cleanup_pod(&pod).await?;
     }
     Ok(())
 }
@@ -3617,8 +3574,7 @@ async fn image_id_consistency(mut c: Cri, images: &Images, two: bool) -> R {
         listed[0].image_id
     );
     c.remove(&id).await?;
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await?;
+    c.cleanup_pod(&pod).await?;
     c.remove_image(&name).await
 }
 
@@ -3748,8 +3704,7 @@ async fn stream_exec(mut c: Cri, spdy: PathBuf, tty: bool) -> R {
         check!(done.stdout == "hello", "stdout {:?}", done.stdout);
     }
     check!(done.stderr.is_empty(), "stderr {:?}", done.stderr);
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn stream_attach(mut c: Cri, spdy: PathBuf) -> R {
@@ -3791,8 +3746,7 @@ async fn stream_attach(mut c: Cri, spdy: PathBuf) -> R {
     .unwrap()?;
     check!(done.code == 0, "attach: {done:?}");
     check!(done.stderr.is_empty(), "stderr {:?}", done.stderr);
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
 
 async fn stream_port_forward(mut c: Cri, spdy: PathBuf, host_net: bool, dir: PathBuf) -> R {
@@ -3863,6 +3817,5 @@ async fn stream_port_forward(mut c: Cri, spdy: PathBuf, host_net: bool, dir: Pat
         done.code == 0 && done.stdout.starts_with("HTTP/1.1 200"),
         "GET / through the forward: {done:?}"
     );
-    c.stop_pod(&pod).await?;
-    c.remove_pod(&pod).await
+    c.cleanup_pod(&pod).await
 }
