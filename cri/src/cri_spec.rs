@@ -211,16 +211,6 @@ pub fn apply(
     if c.no_new_privs {
         p["noNewPrivileges"] = true.into();
     }
-    if !c.additional_gids.is_empty() {
-        let mut gids: Vec<u32> =
-            serde_json::from_value(p["user"]["additionalGids"].clone()).unwrap_or_default();
-        for g in &c.additional_gids {
-            if !gids.contains(g) {
-                gids.push(*g);
-            }
-        }
-        p["user"]["additionalGids"] = json!(gids);
-    }
     if let Some(adj) = c.oom_score_adj {
         p["oomScoreAdj"] = json!(adj);
     }
@@ -355,6 +345,7 @@ pub fn groups(spec: &mut Value, c: &CriLinux, rootfs: &std::path::Path) {
     let mut gids: Vec<u32> =
         serde_json::from_value(user["additionalGids"].clone()).unwrap_or_default();
     gids.push(gid);
+    gids.extend(&c.additional_gids);
     if !c.strict_groups {
         gids.extend(crate::bundle::member_of(rootfs, uid));
     }
