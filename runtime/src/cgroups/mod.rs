@@ -501,12 +501,9 @@ pub fn remove_empty_unified(path: &str) -> std::result::Result<(), CgroupError> 
         return Ok(());
     };
     let path = clean_path(path)?;
-    match std::fs::remove_dir(root.join(path.trim_start_matches('/'))) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        // Not empty (or busy): still in use.
-        Err(_) => Ok(()),
-    }
+    // Gone already, or not empty (still in use): nothing to do either way.
+    let _ = std::fs::remove_dir(root.join(path.trim_start_matches('/')));
+    Ok(())
 }
 
 #[cfg(test)]
