@@ -800,7 +800,8 @@ impl Fakes {
             &format!(
                 r#"n=$(ls {log} | wc -l)
 cat > {log}/$(printf %03d $n)-{name}-$CNI_COMMAND.json
-printf '%s|%s|%s|%s|%s|%s\n' "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_NETNS" "$CNI_IFNAME" "$CNI_ARGS" "$CNI_PATH" > {log}/$(printf %03d $n)-{name}-$CNI_COMMAND.env
+printf '%s|%s|%s|%s|%s|%s\n' "$CNI_COMMAND" "$CNI_CONTAINERID" "$CNI_NETNS" "$CNI_IFNAME" "$CNI_ARGS" "$CNI_PATH" > {log}/.env-$$
+mv {log}/.env-$$ {log}/$(printf %03d $n)-{name}-$CNI_COMMAND.env
 if [ "$CNI_COMMAND" = ADD ]; then
   printf '{{"cniVersion":"1.0.0","interfaces":[{{"name":"veth{name}"}},{{"name":"%s","mac":"02:00:00:00:00:01","sandbox":"%s"}}],"ips":[{{"address":"{ip}/24","gateway":"10.9.9.1","interface":1}}]}}' "$CNI_IFNAME" "$CNI_NETNS"
 fi
@@ -817,12 +818,15 @@ fi
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
-    /// (plugin, command, stdin, env line) of every call, in order.
+    /// (plugin, command, stdin, env line) of every call, in order. A call is recorded once its
+    /// `.env` file is there: the plugin renames it into place after writing its `.json`, so a
+    /// call still being written (a test may look while a plugin runs) is not one yet.
     fn calls(&self) -> Vec<(String, String, serde_json::Value, String)> {
-        let mut names: Vec<String> = std::fs::read_dir(self.dir.join("log"))
+        let log = self.dir.join("log");
+        let mut names: Vec<String> = std::fs::read_dir(&log)
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.ends_with(".json"))
+            .filter(|n| n.ends_with(".json") && log.join(n.replace(".json", ".env")).exists())
             .collect();
         names.sort();
         names
