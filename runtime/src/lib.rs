@@ -12,6 +12,7 @@
 //! directly (clone3, with `CLONE_INTO_CGROUP` on cgroup v2) and talks to it over a typed
 //! socketpair protocol (`sync`), which also carries the init's errors back to the caller.
 
+pub mod apparmor;
 pub mod capabilities;
 pub mod cgroups;
 pub mod container;

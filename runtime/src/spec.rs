@@ -94,6 +94,9 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf, SpecError> {
         Some(a) if !a.is_empty() && !a[0].is_empty() => {}
         _ => return invalid("process.args must not be empty".into()),
     }
+    if let Some(e) = crate::apparmor::check(process.apparmor_profile().as_deref()) {
+        return invalid(e);
+    }
     if !process.cwd().is_absolute() {
         return invalid(format!("process.cwd {:?} is not absolute", process.cwd()));
     }

@@ -173,6 +173,26 @@ fn executable_not_found_on_create() {
     t.assert_no_leftovers(&t.id);
 }
 
+/// A profile this host cannot apply: it is not loaded (on an AppArmor host) or there is no
+/// AppArmor at all (as on CI's hosts). The container must not run at all, rather than unconfined.
+#[test]
+fn apparmor_profile_that_cannot_be_applied() {
+    let t = Ctx::new("apparmor");
+    t.write_spec(
+        &t.spec()
+            .set("/process/apparmorProfile", json!("berth-test-not-loaded")),
+    );
+    let out = t.run();
+    out.assert_failed()
+        .assert_stderr_mentions(&["apparmor"])
+        .assert_one_line_error();
+    if !is_reference_runtime() {
+        // runc names only the file it failed to write.
+        out.assert_stderr_mentions(&["berth-test-not-loaded"]);
+    }
+    t.assert_no_leftovers(&t.id);
+}
+
 #[test]
 fn relative_cwd_is_rejected() {
     let t = Ctx::new("rel-cwd");

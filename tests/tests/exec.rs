@@ -154,6 +154,18 @@ fn exec_missing_binary_fails() {
     finish(t);
 }
 
+/// `exec --apparmor` with a profile the host cannot apply (see errors.rs) fails and leaves the
+/// container running.
+#[test]
+fn exec_with_an_apparmor_profile_that_cannot_be_applied_fails() {
+    let t = running("exec-apparmor");
+    t.exec(&["--apparmor", "berth-test-not-loaded", "true"])
+        .assert_failed()
+        .assert_stderr_mentions(&["apparmor"]);
+    assert_eq!(t.status(), "running");
+    finish(t);
+}
+
 #[test]
 fn ps_lists_container_processes() {
     let t = running("ps");

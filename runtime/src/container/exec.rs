@@ -38,6 +38,9 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     if opts.process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(Error::Other("exec: no command given".into()));
     }
+    if let Some(e) = crate::apparmor::check(opts.process.apparmor_profile().as_deref()) {
+        return Err(Error::Other(e));
+    }
     let linux = st.config.linux().as_ref();
     let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
         Some(p) => Some(Filter::build(p)?),

@@ -92,13 +92,21 @@ pub fn set_personality(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// rlimits, no_new_privs, capabilities, uid/gid/groups, umask and cwd, in that order.
-/// Returns warnings for settings the host did not allow.
+/// The AppArmor profile for the coming exec, rlimits, no_new_privs, capabilities, uid/gid/groups,
+/// umask and cwd, in that order. Returns warnings for settings the host did not allow.
 pub fn apply_process_attributes(
     process: &Process,
     userns_denies_setgroups: bool,
 ) -> Result<Vec<String>> {
-    let mut warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
+    // While still root and before no_new_privs, as runc does.
+    if let Some(p) = process
+        .apparmor_profile()
+        .as_ref()
+        .filter(|p| !p.is_empty())
+    {
+        crate::apparmor::apply_on_exec(p).map_err(Error::Other)?;
+    }
+    let warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
@@ -146,14 +154,6 @@ pub fn apply_process_attributes(
         return Err(Error::Other(format!(
             "chdir to cwd {cwd:?} set in config.json failed: {e}"
         )));
-    }
-    if process
-        .apparmor_profile()
-        .as_ref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        warnings
-            .push("apparmorProfile ignored: berth-runtime does not apply AppArmor profiles".into());
     }
     Ok(warnings)
 }

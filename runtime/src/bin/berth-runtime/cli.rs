@@ -184,7 +184,7 @@ pub struct ExecArgs {
     /// Set the asm process label (not supported, ignored)
     #[arg(long = "process-label")]
     pub process_label: Option<String>,
-    /// Set the apparmor profile (not supported, ignored)
+    /// Set the apparmor profile for the process (it must be loaded)
     #[arg(long)]
     pub apparmor: Option<String>,
     /// Set the no new privileges value for the process
