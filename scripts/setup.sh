@@ -39,6 +39,7 @@ PKGS=(
   golang-go golang-github-docker-spdystream-dev     # the CRI streaming tests' SPDY client
   python3 python3-websocket                         # and their WebSocket client
   make rsync dpkg-dev                               # building the kubelet (scripts/kubelet.sh)
+  apparmor                                          # apparmor_parser: the CRI's default profile
 )
 missing=()
 for p in "${PKGS[@]}"; do

@@ -5,7 +5,7 @@
 
 use crate::api;
 use crate::containers::{now_nanos, Manager, Phase, Record};
-use crate::cri_spec::{CriLinux, Device, Seccomp};
+use crate::cri_spec::{AppArmor, CriLinux, Device, Seccomp};
 use crate::pods::Pods;
 use berth_imagestore::Store;
 use berth_shim::api as shim;
@@ -85,6 +85,9 @@ pub async fn create(
     };
     let caps = sec.capabilities.clone().unwrap_or_default();
     let mut cri_linux = cri_linux(m, &pod, &sec, res.as_ref())?;
+    // Refused now rather than at StartContainer: a profile that is not loaded, or AppArmor
+    // that is not there (critest's "should fail with an unloaded profile").
+    crate::apparmor::profile_for(&cri_linux.apparmor, sec.privileged)?;
     cri_linux.devices = cfg
         .devices
         .iter()
@@ -363,10 +366,49 @@ fn cri_linux(
             }
         },
     };
+    c.apparmor = apparmor_of(sec)?;
     if let Some(r) = res {
         set_resources(&mut c, r);
     }
     Ok(c)
+}
+
+/// The AppArmor profile a container asks for: the SecurityProfile, or from kubelets before
+/// 1.30 the deprecated `apparmor_profile` string (`runtime/default`, `unconfined`,
+/// `localhost/NAME`).
+fn apparmor_of(sec: &v1::LinuxContainerSecurityContext) -> Result<AppArmor, Status> {
+    use v1::security_profile::ProfileType;
+    #[allow(deprecated)]
+    let old = sec.apparmor_profile.as_str();
+    let localhost = |name: &str| {
+        let name = name.strip_prefix("localhost/").unwrap_or(name);
+        if name.is_empty() {
+            return Err(Status::invalid_argument(
+                "AppArmor profile type Localhost needs the profile's name in localhost_ref",
+            ));
+        }
+        Ok(AppArmor::Localhost(name.to_string()))
+    };
+    match &sec.apparmor {
+        Some(p) => match ProfileType::try_from(p.profile_type) {
+            Ok(ProfileType::RuntimeDefault) => Ok(AppArmor::RuntimeDefault),
+            Ok(ProfileType::Unconfined) => Ok(AppArmor::Unconfined),
+            Ok(ProfileType::Localhost) => localhost(&p.localhost_ref),
+            Err(_) => Err(Status::invalid_argument(format!(
+                "unknown AppArmor profile type {}",
+                p.profile_type
+            ))),
+        },
+        None => match old {
+            "" => Ok(AppArmor::Unset),
+            "runtime/default" => Ok(AppArmor::RuntimeDefault),
+            "unconfined" => Ok(AppArmor::Unconfined),
+            p if p.starts_with("localhost/") => localhost(p),
+            p => Err(Status::invalid_argument(format!(
+                "AppArmor profile {p:?}: expected runtime/default, unconfined or localhost/NAME"
+            ))),
+        },
+    }
 }
 
 /// The CRI's LinuxContainerResources (but memory, which stays in ContainerConfig) into `c`.
@@ -999,4 +1041,60 @@ pub async fn pod_stats(
         }),
         windows: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use v1::security_profile::ProfileType;
+
+    fn sec(profile: Option<(ProfileType, &str)>, old: &str) -> v1::LinuxContainerSecurityContext {
+        #[allow(deprecated)]
+        v1::LinuxContainerSecurityContext {
+            apparmor: profile.map(|(t, r)| v1::SecurityProfile {
+                profile_type: t as i32,
+                localhost_ref: r.into(),
+            }),
+            apparmor_profile: old.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn apparmor_profiles_from_both_fields() {
+        let ok = |p, old| apparmor_of(&sec(p, old)).unwrap();
+        assert_eq!(ok(None, ""), AppArmor::Unset);
+        assert_eq!(ok(None, "runtime/default"), AppArmor::RuntimeDefault);
+        assert_eq!(ok(None, "unconfined"), AppArmor::Unconfined);
+        assert_eq!(ok(None, "localhost/p1"), AppArmor::Localhost("p1".into()));
+        // The kubelet sends the bare name in localhost_ref; older critest the prefixed one.
+        let local = |r| Some((ProfileType::Localhost, r));
+        assert_eq!(ok(local("p2"), ""), AppArmor::Localhost("p2".into()));
+        assert_eq!(
+            ok(local("localhost/p2"), ""),
+            AppArmor::Localhost("p2".into())
+        );
+        // The SecurityProfile wins over the deprecated string.
+        assert_eq!(
+            ok(Some((ProfileType::Unconfined, "")), "localhost/p1"),
+            AppArmor::Unconfined
+        );
+        assert_eq!(
+            ok(Some((ProfileType::RuntimeDefault, "")), ""),
+            AppArmor::RuntimeDefault
+        );
+    }
+
+    #[test]
+    fn bad_apparmor_profiles_are_invalid_arguments() {
+        for (p, old, want) in [
+            (None, "docker-default", "docker-default"),
+            (None, "localhost/", "localhost_ref"),
+            (Some((ProfileType::Localhost, "")), "", "localhost_ref"),
+        ] {
+            let e = apparmor_of(&sec(p, old)).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument);
+            assert!(e.message().contains(want), "{e:?}");
+        }
+    }
 }

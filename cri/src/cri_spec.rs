@@ -23,6 +23,19 @@ pub enum Seccomp {
     Localhost(String),
 }
 
+/// An AppArmor profile, as the CRI names them (see [`crate::apparmor`]).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum AppArmor {
+    /// Nothing asked: berth's default profile where the host has AppArmor, else none.
+    #[default]
+    Unset,
+    Unconfined,
+    RuntimeDefault,
+    /// A profile loaded on the host, by name.
+    Localhost(String),
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 pub struct Device {
     pub container_path: String,
@@ -47,6 +60,7 @@ pub struct CriLinux {
     /// not added (Merge, the default, adds them).
     pub strict_groups: bool,
     pub seccomp: Seccomp,
+    pub apparmor: AppArmor,
     pub devices: Vec<Device>,
     /// The kubelet's cgroup parent: a cgroupfs path (`/kubepods/burstable/pod…`) or a systemd
     /// slice (`kubepods-burstable-pod….slice`).
@@ -208,6 +222,9 @@ pub fn apply(
         }
     }
     let p = &mut spec["process"];
+    if let Some(profile) = crate::apparmor::profile_for(&c.apparmor, privileged)? {
+        p["apparmorProfile"] = profile.into();
+    }
     if c.no_new_privs {
         p["noNewPrivileges"] = true.into();
     }

@@ -6,6 +6,7 @@ pub mod api {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("berth.v1");
 }
+pub mod apparmor;
 pub mod bundle;
 pub mod container_svc;
 pub mod containers;
