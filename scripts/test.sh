@@ -10,12 +10,15 @@
 # 3. One debug build of every binary and test (`cargo build` in the dev profile, which is what
 #    nextest's test binaries use anyway; a release build would add ~2 min on 2 cores for a few ms
 #    per container start). BERTH_PROFILE=release builds and tests the release binary instead.
-# 4. `cargo nextest run --workspace --profile ci` (summary line at the end).
+# 4. `cargo nextest run --workspace --profile ci` (summary line at the end); then, on a host
+#    without AppArmor, critest's AppArmor specs in a VM (scripts/apparmor-vm.sh), and the
+#    runtime's tests as on pure cgroup v2 and pure v1 hosts.
 # 5. Leftovers: fails if the run left a mount, cgroup or process of berth's behind that was not
 #    there before it.
 #
 # Environment: BERTH_FIXTURES (default /var/cache/berth-fixtures), BERTH_TEST_REGISTRY,
-# BERTH_RUNTIME (test another runtime, e.g. /usr/sbin/runc), BERTH_PROFILE (debug|release).
+# BERTH_RUNTIME (test another runtime, e.g. /usr/sbin/runc), BERTH_PROFILE (debug|release),
+# BERTH_SKIP_VM (skip the AppArmor VM).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -100,6 +103,13 @@ for i in "${!KSYSCTLS[@]}"; do
   log "restoring ${KSYSCTLS[$i]} (left changed by a killed kubelet test)"
   echo "${KSAVED[$i]}" > "/proc/sys/${KSYSCTLS[$i]}"
 done
+
+# AppArmor on a kernel that has it, which this one has not: critest's AppArmor specs and
+# berth's default profile in a VM with Debian's kernel (about two minutes).
+if [ $# -eq 0 ] && [ -z "${BERTH_SKIP_VM:-}" ] && [ ! -d /sys/kernel/security/apparmor ]; then
+  log "critest's AppArmor specs in a VM whose kernel has AppArmor (scripts/apparmor-vm.sh)"
+  bash "$ROOT/scripts/apparmor-vm.sh" </dev/null || rc=$?
+fi
 
 # The runtime again as on a pure cgroup v2 host (what most users have): in a private mount
 # namespace, this machine's cgroup2 mount (/sys/fs/cgroup/unified) covers /sys/fs/cgroup, so

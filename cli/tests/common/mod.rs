@@ -206,7 +206,9 @@ impl Daemon {
     pub fn start(&mut self) {
         let _ = std::fs::remove_file(self.sock());
         self.child = Some(self.spawn());
-        for _ in 0..500 {
+        // Up to 30 s: berthd takes well under a second here, but much longer in an emulated VM
+        // (scripts/apparmor-vm.sh).
+        for _ in 0..3000 {
             if std::os::unix::net::UnixStream::connect(self.sock()).is_ok() {
                 return;
             }
