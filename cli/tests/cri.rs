@@ -1885,3 +1885,136 @@ async fn pod_level_resources_without_a_cgroup_parent() {
     let left = d.leftovers();
     assert!(left.is_empty(), "{left:#?}");
 }
+
+/// A StopContainer that comes while StartContainer is still starting the container waits for
+/// the start and then stops it: a kubelet must not find a container running after its stop
+/// succeeded. The start is held up on purpose: the daemon's OCI runtime is berth-runtime behind
+/// a script whose `create` waits for a file the test makes once the stop has been sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_start_stops_the_started_container() {
+    let (_bridge, mut d) = networked_daemon("cri-stop-start", 27);
+    let hold = d.dir.join("hold");
+    std::fs::create_dir_all(&hold).unwrap();
+    let wrapper = d.dir.join("held-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  if [ \"$a\" = create ]; then\n    touch {h}/reached\n    \
+             while [ ! -e {h}/go ]; do sleep 0.05; done\n    break\n  fi\ndone\nexec {rt} \"$@\"\n",
+            h = hold.display(),
+            rt = bin("berth-runtime").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let conf = d.dir.join("config.toml");
+    let text = std::fs::read_to_string(&conf).unwrap().replacen(
+        "[daemon]\n",
+        &format!("[daemon]\nruntime = \"{}\"\n", wrapper.display()),
+        1,
+    );
+    std::fs::write(&conf, text).unwrap();
+    d.kill9();
+    d.start();
+
+    let mut rt = RuntimeServiceClient::new(channel(&d).await);
+    pull(&d, "busybox").await;
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("stop-start")),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let _gone = PodGone {
+        sock: d.sock(),
+        id: pod.clone(),
+    };
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(ContainerConfig {
+                metadata: Some(ContainerMetadata {
+                    name: "sleeper".into(),
+                    attempt: 0,
+                }),
+                image: spec(&format!("{}/library/busybox:latest", registry())),
+                command: vec!["sleep".into(), "3600".into()],
+                ..Default::default()
+            }),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    // Dropped first, also when the test fails: the start must not stay held up.
+    let _release = Release(hold.join("go"));
+    let start = tokio::spawn({
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            rt.start_container(StartContainerRequest { container_id: id })
+                .await
+        }
+    });
+    while !hold.join("reached").exists() {
+        assert!(
+            !start.is_finished(),
+            "the start ended early: {:?}",
+            start.await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let stop = tokio::spawn({
+        let mut rt = rt.clone();
+        let id = id.clone();
+        async move {
+            rt.stop_container(StopContainerRequest {
+                container_id: id,
+                timeout: 2,
+            })
+            .await
+        }
+    });
+    // The stop cannot be done while the start it waits for is held up.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        !stop.is_finished(),
+        "StopContainer returned during the start: {:?}",
+        stop.await
+    );
+    std::fs::write(hold.join("go"), "").unwrap();
+    start.await.unwrap().expect("StartContainer");
+    stop.await.unwrap().expect("StopContainer");
+    let s = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        s.state,
+        ContainerState::ContainerExited as i32,
+        "after a StopContainer that succeeded: {s:?}"
+    );
+}
+
+/// Makes the file a held-up runtime waits for, when dropped.
+struct Release(std::path::PathBuf);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, "");
+    }
+}

@@ -1237,10 +1237,18 @@ impl Manager {
         signal: &str,
     ) -> Result<Record, Status> {
         let e = self.find(key)?;
-        let r = self.update(&e, |r| {
-            r.manually_stopped = true;
-            r.restarting = false;
-        })?;
+        // A start under way (a start request, or a restart by policy) holds the entry's lock
+        // until the container runs or failed to: wait for it, so that this stop stops what it
+        // started instead of returning while it starts (a kubelet would then find it running
+        // after a StopContainer that succeeded). The lock is not kept: the exit this stop waits
+        // for is recorded under it.
+        let r = {
+            let _op = e.op.lock().await;
+            self.update(&e, |r| {
+                r.manually_stopped = true;
+                r.restarting = false;
+            })?
+        };
         if !matches!(r.phase, Phase::Running | Phase::Paused) {
             return Ok(r);
         }
