@@ -84,6 +84,10 @@ pub struct CreateArgs {
     /// Give extended privileges to this container
     #[arg(long)]
     pub privileged: bool,
+    /// Security options: apparmor=PROFILE|unconfined, seccomp=unconfined|PROFILE.json,
+    /// no-new-privileges
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
     /// Signal to stop the container
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -319,8 +323,26 @@ pub fn config(a: &CreateArgs) -> Result<ContainerConfig> {
         stop_timeout: a.stop_timeout.unwrap_or(-1),
         labels,
         privileged: a.privileged,
+        security_opt: a
+            .security_opt
+            .iter()
+            .map(|o| security_opt(o))
+            .collect::<Result<_>>()?,
         ..Default::default()
     })
+}
+
+/// One `--security-opt` as berthd takes it: a seccomp profile's file is read here and its
+/// content sent, as docker's client does.
+fn security_opt(o: &str) -> Result<String> {
+    match o.split_once(['=', ':']) {
+        Some(("seccomp", path)) if path != "unconfined" => {
+            let json = std::fs::read_to_string(path)
+                .with_context(|| format!("opening seccomp profile ({path}) failed"))?;
+            Ok(format!("seccomp={json}"))
+        }
+        _ => Ok(o.to_string()),
+    }
 }
 
 /// Creates the container, pulling the image first when it is missing (as docker does).

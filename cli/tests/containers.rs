@@ -805,3 +805,123 @@ fn a_full_disk_is_one_line_and_leaves_nothing() {
     assert_eq!(o.stdout(), "fine\n");
     assert_clean(&d, &[]);
 }
+
+/// docker's `--security-opt`: no-new-privileges, seccomp=PROFILE.json (read by the client) and
+/// seccomp=unconfined, apparmor=PROFILE and apparmor=unconfined. What cannot be applied is a
+/// one-line error that leaves no container behind. (No network: it has nothing to do with
+/// these, and scripts/apparmor-vm.sh runs this test in a VM without a bridge.)
+#[test]
+fn security_opt_like_docker() {
+    let d = Daemon::with_containers("secopt", 28);
+    d.berth(&["pull", "-q", &busybox()]).ok();
+    let bb = busybox();
+    let run = |opts: &[&str], cmd: &[&str]| {
+        let mut a = vec!["run", "--rm", "--network", "none"];
+        for o in opts {
+            a.extend(["--security-opt", o]);
+        }
+        a.push(&bb);
+        a.extend(cmd);
+        d.berth(&a)
+    };
+    let one_line = |o: Out| -> String {
+        assert_eq!(
+            o.0.status.code(),
+            Some(125),
+            "berth {}: {}",
+            o.1,
+            o.stderr()
+        );
+        let e = o.stderr();
+        let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("berth: ")).collect();
+        assert_eq!(lines.len(), 1, "berth {}: {e}", o.1);
+        lines[0].to_string()
+    };
+    let nnp = ["grep", "NoNewPrivs", "/proc/self/status"];
+    assert_eq!(run(&[], &nnp).ok().stdout().trim(), "NoNewPrivs:\t0");
+    for o in [
+        "no-new-privileges",
+        "no-new-privileges=true",
+        "no-new-privileges:true",
+    ] {
+        assert_eq!(
+            run(&[o], &nnp).ok().stdout().trim(),
+            "NoNewPrivs:\t1",
+            "{o}"
+        );
+    }
+    assert_eq!(
+        run(&["no-new-privileges=false"], &nnp).ok().stdout().trim(),
+        "NoNewPrivs:\t0"
+    );
+
+    // A profile that refuses mkdir, from a file the client reads.
+    let profile = d.dir.join("no-mkdir.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let seccomp = format!("seccomp={}", profile.display());
+    let o = run(&[&seccomp], &["mkdir", "/tmp/x"]);
+    assert_eq!(o.0.status.code(), Some(1), "{}", o.stderr());
+    assert!(
+        o.stderr().contains("Operation not permitted"),
+        "{}",
+        o.stderr()
+    );
+    run(&["seccomp=unconfined"], &["mkdir", "/tmp/x"]).ok();
+
+    // AppArmor: a profile that is not loaded (or no AppArmor at all, as on this machine)
+    // cannot be applied. With AppArmor, a container gets berth-default unless it asks.
+    let e = one_line(run(&["apparmor=berth-test-profile"], &["true"]));
+    let current = ["cat", "/proc/self/attr/current"];
+    if Path::new("/sys/kernel/security/apparmor").is_dir() {
+        assert!(
+            e.contains("berth-test-profile") && e.contains("not loaded"),
+            "{e}"
+        );
+        let got = run(&[], &current).ok().stdout();
+        assert_eq!(got.trim(), "berth-default (enforce)");
+        let got = run(&["apparmor=unconfined"], &current).ok().stdout();
+        assert_eq!(got.trim(), "unconfined");
+        // The default profile lets berth exec and stop reach the container.
+        let id = d
+            .berth(&["run", "-d", "--network", "none", &bb, "sleep", "100"])
+            .ok()
+            .stdout()
+            .trim()
+            .to_string();
+        let got = d
+            .berth(&["exec", &id, "cat", "/proc/self/attr/current"])
+            .ok()
+            .stdout();
+        assert_eq!(got.trim(), "berth-default (enforce)");
+        d.berth(&["stop", "-t", "1", &id]).ok();
+        d.berth(&["rm", &id]).ok();
+    } else {
+        assert!(e.contains("AppArmor is not enabled"), "{e}");
+    }
+    run(&["apparmor=unconfined"], &["true"]).ok();
+
+    // Bad options.
+    let e = one_line(run(&["bogus=1"], &["true"]));
+    assert!(
+        e.contains("bogus") && e.contains("no-new-privileges"),
+        "{e}"
+    );
+    let e = one_line(run(&["label=disable"], &["true"]));
+    assert!(e.contains("SELinux"), "{e}");
+    let e = one_line(run(&["seccomp=/no/such/profile.json"], &["true"]));
+    assert!(e.contains("/no/such/profile.json"), "{e}");
+    std::fs::write(&profile, "{not json").unwrap();
+    let e = one_line(run(&[&seccomp], &["true"]));
+    assert!(e.contains("not JSON"), "{e}");
+    std::fs::write(&profile, r#"{"syscalls": []}"#).unwrap();
+    let e = one_line(run(&[&seccomp], &["true"]));
+    assert!(e.contains("defaultAction"), "{e}");
+
+    assert_eq!(d.berth(&["ps", "-aq"]).ok().stdout().trim(), "");
+    assert_clean(&d, &[]);
+}

@@ -493,6 +493,12 @@ impl Manager {
             }
         }
         spec::capabilities(&c)?;
+        if c.cri_linux.is_empty() {
+            // Refused now rather than at start: an unknown option, or a profile that cannot
+            // be applied here.
+            let opts = spec::security_opts(&c)?;
+            crate::apparmor::profile_for(&opts.apparmor, c.privileged)?;
+        }
         let args = spec::args(&c, &image_cfg)?;
         for m in &c.mounts {
             if (m.r#type == "bind" || m.r#type.is_empty()) && !Path::new(&m.source).exists() {

@@ -395,8 +395,75 @@ pub fn build(i: &Inputs) -> Result<Value, Status> {
             .map_err(|e| Status::internal(format!("the container's CRI settings: {e}")))?;
         crate::cri_spec::apply(&mut spec, &cri, i.id, c.memory, c.privileged)?;
         crate::cri_spec::groups(&mut spec, &cri, i.rootfs);
+    } else {
+        let opts = security_opts(c)?;
+        if let Some(p) = crate::apparmor::profile_for(&opts.apparmor, c.privileged)? {
+            spec["process"]["apparmorProfile"] = p.into();
+        }
+        if opts.no_new_privileges {
+            spec["process"]["noNewPrivileges"] = true.into();
+        }
+        // As docker: a privileged container runs without a seccomp filter.
+        if let (Some(profile), false) = (opts.seccomp, c.privileged) {
+            spec["linux"]["seccomp"] = profile;
+        }
     }
     Ok(spec)
+}
+
+/// What docker's `--security-opt` asked for (berth run; the CRI has its own fields).
+#[derive(Debug, Default, PartialEq)]
+pub struct SecurityOpts {
+    pub apparmor: crate::cri_spec::AppArmor,
+    /// An OCI `linux.seccomp` profile; None: no filter.
+    pub seccomp: Option<Value>,
+    pub no_new_privileges: bool,
+}
+
+/// Parses `security_opt` (`KEY=VALUE`, or docker's older `KEY:VALUE`).
+pub fn security_opts(c: &ContainerConfig) -> Result<SecurityOpts, Status> {
+    use crate::cri_spec::AppArmor;
+    let mut o = SecurityOpts::default();
+    for opt in &c.security_opt {
+        let (key, value) = match opt.split_once(['=', ':']) {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        let bad = |why: &str| {
+            Status::invalid_argument(format!("invalid --security-opt {:?}: {why}", short(opt)))
+        };
+        match (key, value) {
+            ("apparmor", Some("unconfined")) => o.apparmor = AppArmor::Unconfined,
+            ("apparmor", Some(p)) if !p.is_empty() => o.apparmor = AppArmor::Localhost(p.into()),
+            ("seccomp", Some("unconfined")) => o.seccomp = None,
+            ("seccomp", Some(json)) => {
+                let profile: Value = serde_json::from_str(json)
+                    .map_err(|e| bad(&format!("the seccomp profile is not JSON: {e}")))?;
+                if !profile.get("defaultAction").is_some_and(Value::is_string) {
+                    return Err(bad("the seccomp profile has no defaultAction"));
+                }
+                o.seccomp = Some(profile);
+            }
+            ("no-new-privileges", None | Some("true")) => o.no_new_privileges = true,
+            ("no-new-privileges", Some("false")) => o.no_new_privileges = false,
+            ("label", _) => return Err(bad("SELinux labels are not supported")),
+            _ => {
+                return Err(bad(
+                    "want apparmor=PROFILE, seccomp=unconfined|PROFILE.json or no-new-privileges",
+                ))
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// `s` cut to 60 characters, for an error message that stays one line.
+fn short(s: &str) -> String {
+    let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &one[..i]),
+        None => one,
+    }
 }
 
 /// Process JSON for `exec`: the container's process with the exec's changes.
@@ -448,6 +515,44 @@ mod tests {
 
     fn cfg() -> ContainerConfig {
         ContainerConfig::default()
+    }
+
+    #[test]
+    fn security_opts_as_docker_spells_them() {
+        use crate::cri_spec::AppArmor;
+        let opts = |o: &[&str]| {
+            let mut c = cfg();
+            c.security_opt = o.iter().map(|s| s.to_string()).collect();
+            security_opts(&c)
+        };
+        assert_eq!(opts(&[]).unwrap(), SecurityOpts::default());
+        let o = opts(&["apparmor=p1", "no-new-privileges", "seccomp=unconfined"]).unwrap();
+        assert_eq!(o.apparmor, AppArmor::Localhost("p1".into()));
+        assert!(o.no_new_privileges && o.seccomp.is_none());
+        assert_eq!(
+            opts(&["apparmor:unconfined"]).unwrap().apparmor,
+            AppArmor::Unconfined
+        );
+        let o = opts(&[r#"seccomp={"defaultAction": "SCMP_ACT_ALLOW", "x": "a:b=c"}"#]).unwrap();
+        assert_eq!(o.seccomp.unwrap()["x"], "a:b=c");
+        // The last of a repeated option counts.
+        assert!(
+            !opts(&["no-new-privileges", "no-new-privileges=false"])
+                .unwrap()
+                .no_new_privileges
+        );
+        for (bad, want) in [
+            ("apparmor=", "want apparmor=PROFILE"),
+            ("seccomp={", "not JSON"),
+            ("seccomp={}", "defaultAction"),
+            ("label=disable", "SELinux"),
+            ("no-new-privileges=maybe", "want"),
+            ("nope", "\"nope\""),
+        ] {
+            let e = opts(&[bad]).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+            assert!(e.message().contains(want), "{bad}: {}", e.message());
+        }
     }
 
     #[test]
