@@ -10,7 +10,9 @@
 # fixture busybox, and runs `critest_apparmor` (cli/tests/critest.rs): critest's AppArmor specs
 # (an unloaded profile is refused; a profile denying writes stops `touch`; an auditing one lets
 # it through) and berth's default profile, against a real berthd and berth-runtime, on pure
-# cgroup v2. scripts/test.sh runs it after the main suite. It takes about two minutes.
+# cgroup v2; then `security_opt_like_docker` (cli/tests/containers.rs): `berth run`'s
+# `--security-opt` and its default profile. scripts/test.sh runs it after the main suite. It
+# takes about two minutes.
 #
 # Environment: BERTH_FIXTURES (default /var/cache/berth-fixtures), BERTH_SHARED.
 set -euo pipefail
@@ -44,10 +46,14 @@ VNG=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/vng
 KERNEL=$(ls -v /boot/vmlinuz-*-amd64 2>/dev/null | tail -n 1)
 [ -n "$KERNEL" ] || die "no Debian kernel in /boot (apt-get install linux-image-amd64)"
 
-log "building the critest test binary (nothing to do after the main build)"
-BIN=$(cd "$ROOT" && cargo test -p berth-cli --test critest --no-run --message-format=json </dev/null 2>/dev/null |
-  jq -r 'select(.executable != null and .target.name == "critest") | .executable' | tail -n 1)
-[ -x "$BIN" ] || die "no critest test binary"
+log "building the test binaries (nothing to do after the main build)"
+test_binary() { # NAME: the path of berth-cli's test binary NAME
+  (cd "$ROOT" && cargo test -p berth-cli --test "$1" --no-run --message-format=json </dev/null 2>/dev/null |
+    jq -r --arg n "$1" 'select(.executable != null and .target.name == $n) | .executable' | tail -n 1)
+}
+CRITEST=$(test_binary critest)
+CONTAINERS=$(test_binary containers)
+[ -x "$CRITEST" ] && [ -x "$CONTAINERS" ] || die "no test binaries"
 
 # The VM sees this machine's files read-only (with /var/cache hidden), but for this directory.
 W=$(mktemp -d /tmp/berth-apparmor-vm.XXXXXX)
@@ -71,12 +77,13 @@ for _ in \$(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && b
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/busybox:latest" docker://127.0.0.1:5000/library/busybox:latest
 set +x
 cd "$ROOT/cli"
-TMPDIR=/run/t BERTH_TEST_REGISTRY=127.0.0.1:5000 "$BIN" critest_apparmor --exact --nocapture
+export TMPDIR=/run/t BERTH_TEST_REGISTRY=127.0.0.1:5000
+"$CRITEST" critest_apparmor --exact --nocapture && "$CONTAINERS" security_opt_like_docker --exact
 echo \$? > "$W/rc"
 EOF
 chmod +x "$W/inside.sh"
 
-log "booting $(basename "$KERNEL") under QEMU (emulated) for critest_apparmor"
+log "booting $(basename "$KERNEL") under QEMU (emulated) for critest_apparmor, security_opt_like_docker"
 "$VNG" --run "$KERNEL" --user root --disable-kvm --disable-microvm --memory 4G --cpus 2 \
   --rwdir "$W" -- "$W/inside.sh" </dev/null > "$W/console.log" 2>&1 || true
 cat "$W/out.txt" 2>/dev/null || { tail -n 30 "$W/console.log" | strings; die "the VM did not run the test"; }
