@@ -233,3 +233,83 @@ fn delete_removes_cgroup_everywhere() {
     );
     t.assert_no_leftovers(&t.id);
 }
+
+/// The directories of `cgroups_path` in every hierarchy of this host that has it.
+fn cgroup_dirs(cgroups_path: &str) -> Vec<std::path::PathBuf> {
+    let rel = cgroups_path.trim_start_matches('/');
+    if cgroup_v2_only() {
+        return vec![std::path::Path::new("/sys/fs/cgroup").join(rel)];
+    }
+    std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join(rel))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// When a container under `/berth` is deleted, the parents it leaves empty go too, up to a pod
+/// cgroup of berthd's (`/berth/pod-<id>`), which belongs to the pod. A `pod-` directory deeper
+/// down is nobody's pod and goes like any other parent.
+#[test]
+fn empty_berth_parents_go_with_the_container_but_a_pod_cgroup() {
+    berth_only!();
+    let t = Ctx::new("cg-parents");
+    let top = format!("/berth/t-{}", t.id);
+    let pod = format!("/berth/pod-{}", t.id);
+    let other = t.other_id("in-pod");
+    // Whatever is left (as the runtime left it before this was fixed) goes when the test ends.
+    let _cleanup = RemoveCgroups {
+        t: &t,
+        ids: vec![t.id.clone(), other.clone()],
+        // berth's parent too, if that leaves it empty, as the runtime removes it.
+        paths: vec![
+            format!("{top}/pod-x"),
+            top.clone(),
+            pod.clone(),
+            "/berth".into(),
+        ],
+    };
+    t.write_spec(
+        &t.spec()
+            .set("/linux/cgroupsPath", json!(format!("{top}/pod-x/ctr"))),
+    );
+    t.run().assert_ok();
+    assert_eq!(cgroup_dirs(&top), Vec::<std::path::PathBuf>::new());
+
+    let bundle = t.bundle_with(
+        "in-pod",
+        &t.spec()
+            .set("/linux/cgroupsPath", json!(format!("{pod}/ctr"))),
+    );
+    let out = t.cmd(&["run", "--bundle", bundle.to_str().unwrap(), &other]);
+    let kept = cgroup_dirs(&pod);
+    out.assert_ok();
+    assert!(
+        !kept.is_empty(),
+        "the pod cgroup {pod} went with its container"
+    );
+    t.assert_no_leftovers(&t.id);
+    t.assert_no_leftovers(&other);
+}
+
+/// When dropped: deletes the containers `ids`, then removes the cgroup directories `paths`
+/// (empty by then) from every hierarchy, in order.
+struct RemoveCgroups<'a> {
+    t: &'a Ctx,
+    ids: Vec<String>,
+    paths: Vec<String>,
+}
+
+impl Drop for RemoveCgroups<'_> {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            let _ = self.t.cmd(&["delete", "--force", id]);
+        }
+        for path in &self.paths {
+            for d in cgroup_dirs(path) {
+                let _ = std::fs::remove_dir(d);
+            }
+        }
+    }
+}

@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 /// Where berth puts cgroups when the spec gives no path or a relative one.
 pub const BERTH_PARENT: &str = "/berth";
 
-/// Names of the pod cgroups berthd's CRI makes in [`BERTH_PARENT`] (`/berth/pod-<id>`): they
-/// belong to the pod, and stay when the pod's last container is deleted.
+/// Names of the pod cgroups berthd's CRI makes in [`BERTH_PARENT`] (`/berth/pod-<id>`, right
+/// below it): they belong to the pod, and stay when the pod's last container is deleted.
 pub const POD_PREFIX: &str = "pod-";
 
 #[derive(Debug, thiserror::Error)]
@@ -439,8 +439,8 @@ impl Cgroup {
     }
 
     /// Removes the cgroup directories (waits briefly for the cgroup to empty), then the
-    /// `/berth` directories above it that are left empty, up to a pod's cgroup
-    /// ([`POD_PREFIX`]), which its pod removes. Idempotent.
+    /// `/berth` directories above it that are left empty, up to a pod cgroup of berthd's
+    /// (`/berth/pod-<id>`, see [`POD_PREFIX`]), which its pod removes. Idempotent.
     pub fn destroy(&self) -> std::result::Result<(), CgroupError> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let roots: Vec<PathBuf> = match Layout::get()? {
@@ -462,10 +462,7 @@ impl Cgroup {
             if self.path.starts_with(&format!("{BERTH_PARENT}/")) {
                 let mut p = Path::new(&self.path).parent();
                 while let Some(parent) = p {
-                    let pod = parent
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(POD_PREFIX));
-                    if parent == Path::new("/") || pod {
+                    if parent == Path::new("/") || is_pod_cgroup(parent) {
                         break;
                     }
                     let d = root.join(parent.strip_prefix("/").unwrap_or(parent));
@@ -481,6 +478,15 @@ impl Cgroup {
             None => Ok(()),
         }
     }
+}
+
+/// Whether `path` is a pod cgroup of berthd's: `pod-<id>` right below [`BERTH_PARENT`]. A
+/// `pod-` directory deeper down is someone's own parent, and goes like any other.
+fn is_pod_cgroup(path: &Path) -> bool {
+    path.parent() == Some(Path::new(BERTH_PARENT))
+        && path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(POD_PREFIX))
 }
 
 /// On a hybrid host (v1 controllers and the unified hierarchy), removes the directory `path`

@@ -302,3 +302,13 @@ fn device_program_enforced_by_kernel() {
         "{out}"
     );
 }
+
+#[test]
+fn only_pod_directories_right_below_berth_are_pod_cgroups() {
+    use std::path::Path;
+    assert!(is_pod_cgroup(Path::new("/berth/pod-0123abcd")));
+    assert!(!is_pod_cgroup(Path::new("/berth/x/pod-0123abcd")));
+    assert!(!is_pod_cgroup(Path::new("/kubepods/pod-1")));
+    assert!(!is_pod_cgroup(Path::new("/berth/podx")));
+    assert!(!is_pod_cgroup(Path::new("/berth")));
+}
