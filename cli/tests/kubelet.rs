@@ -515,7 +515,11 @@ fn a_kubelet_runs_a_static_pod_on_berthd() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    let line = |l: &str| -> u64 {
+    // The number of the last line the kubelet answers with. With tailLines=1 that is usually
+    // the only one, but the kubelet reads on to the end of the file after finding where the
+    // last line starts, so a line the container writes meanwhile comes too.
+    let line = |text: &str| -> u64 {
+        let l = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
         l.trim()
             .strip_prefix("line ")
             .and_then(|n| n.parse().ok())
