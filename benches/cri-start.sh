@@ -200,15 +200,9 @@ if [ "${1:-}" = --report ]; then report; exit 0; fi
 [ "$(id -u)" = 0 ] || die "must run as root"
 
 # Debian packages: the peers and the tools.
-missing=()
-for p in containerd runc containernetworking-plugins docker-registry skopeo curl iproute2 python3; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+. scripts/apt.sh
+apt_install containerd runc containernetworking-plugins docker-registry skopeo curl iproute2 python3
 [ -x /usr/lib/cni/bridge ] && [ -x /usr/lib/cni/host-local ] || die "no CNI plugins in /usr/lib/cni"
 if ! [ -f "$FIX/fixtures.env" ]; then
   [ -f "$SHARED/fixtures/build.sh" ] || die "no fixtures in $FIX and no $SHARED/fixtures/build.sh (set BERTH_SHARED)"

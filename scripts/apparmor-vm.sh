@@ -26,16 +26,9 @@ die() { printf '[apparmor-vm] ERROR: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 [ -d "$FIXTURES/oci/busybox" ] || die "no fixtures in $FIXTURES: run scripts/setup.sh"
 
-PKGS=(qemu-system-x86 linux-image-amd64 apparmor busybox-static docker-registry skopeo jq iproute2)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
-fi
+# shellcheck source=scripts/apt.sh
+. "$ROOT/scripts/apt.sh"
+apt_install qemu-system-x86 linux-image-amd64 apparmor busybox-static docker-registry skopeo jq iproute2
 VNG_VERSION=1.42
 if ! python3 -c "import importlib.metadata as m; assert m.version('virtme-ng') == '$VNG_VERSION'" 2>/dev/null; then
   log "pip install virtme-ng==$VNG_VERSION"

@@ -41,17 +41,9 @@ PKGS=(
   make rsync dpkg-dev                               # building the kubelet (scripts/kubelet.sh)
   apparmor                                          # apparmor_parser: the CRI's default profile
 )
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  log "apt-get install ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
-else
-  log "Debian packages present"
-fi
+# shellcheck source=scripts/apt.sh
+. "$ROOT/scripts/apt.sh"
+apt_install "${PKGS[@]}"
 
 export PATH="$HOME/.cargo/bin:$PATH"
 command -v cargo >/dev/null || die "cargo not found (install the Rust toolchain)"
