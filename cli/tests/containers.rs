@@ -381,51 +381,40 @@ fn bad_input_one_line_errors_and_no_leftovers() {
     let d = Daemon::with_containers("bad", 3);
     d.berth(&["pull", "-q", &busybox()]).ok();
     let bb = busybox();
-    let one_line = |o: Out, code: i32| -> String {
-        assert_eq!(
-            o.0.status.code(),
-            Some(code),
-            "berth {}: {}",
-            o.1,
-            o.stderr()
-        );
-        let e = o.stderr();
-        let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("berth: ")).collect();
-        assert_eq!(lines.len(), 1, "berth {}: {e}", o.1);
-        lines[0].to_string()
-    };
     // An image the registry does not have.
-    let e = one_line(
-        d.berth(&["run", &format!("{}/library/nope:1", registry())]),
-        125,
-    );
+    let e = d
+        .berth(&["run", &format!("{}/library/nope:1", registry())])
+        .berth_error(125);
     assert!(e.contains("nope"), "{e}");
     // A command not in the image: docker's 127, and the container stays created.
-    let e = one_line(
-        d.berth(&["run", "--name", "nocmd", &bb, "/no/such/cmd"]),
-        127,
-    );
+    let e = d
+        .berth(&["run", "--name", "nocmd", &bb, "/no/such/cmd"])
+        .berth_error(127);
     assert!(e.contains("/no/such/cmd"), "{e}");
     assert_eq!(inspect(&d, "nocmd")["State"]["Status"], "created");
     // A name already used.
-    let e = one_line(d.berth(&["create", "--name", "nocmd", &bb]), 125);
+    let e = d
+        .berth(&["create", "--name", "nocmd", &bb])
+        .berth_error(125);
     assert!(e.contains("already in use"), "{e}");
     // A volume whose host path does not exist.
-    let e = one_line(d.berth(&["run", "-v", "/no/such/dir:/x", &bb, "true"]), 125);
+    let e = d
+        .berth(&["run", "-v", "/no/such/dir:/x", &bb, "true"])
+        .berth_error(125);
     assert!(e.contains("/no/such/dir"), "{e}");
     // A port taken by someone else on the host.
     let l = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    let e = one_line(
-        d.berth(&["run", "-d", "-p", &format!("{port}:80"), &bb, "sleep", "5"]),
-        125,
-    );
+    let e = d
+        .berth(&["run", "-d", "-p", &format!("{port}:80"), &bb, "sleep", "5"])
+        .berth_error(125);
     assert!(e.contains(&port.to_string()), "{e}");
     drop(l);
     // Bad flags.
-    one_line(d.berth(&["run", "-p", "80:x", &bb]), 125);
-    one_line(d.berth(&["run", "--restart", "sometimes", &bb]), 125);
-    one_line(d.berth(&["run", "--memory", "lots", &bb]), 125);
+    d.berth(&["run", "-p", "80:x", &bb]).berth_error(125);
+    d.berth(&["run", "--restart", "sometimes", &bb])
+        .berth_error(125);
+    d.berth(&["run", "--memory", "lots", &bb]).berth_error(125);
     // Unknown containers.
     for cmd in [
         &["stop", "ghost"][..],
@@ -449,7 +438,7 @@ fn bad_input_one_line_errors_and_no_leftovers() {
         .stdout()
         .trim()
         .to_string();
-    let e = one_line(d.berth(&["rm", &id]), 1);
+    let e = d.berth(&["rm", &id]).berth_error(1);
     assert!(e.contains("running"), "{e}");
     // Everything the failures touched is gone once the containers are removed.
     d.berth(&["rm", "-f", &id, "nocmd"]).ok();
@@ -824,19 +813,6 @@ fn security_opt_like_docker() {
         a.extend(cmd);
         d.berth(&a)
     };
-    let one_line = |o: Out| -> String {
-        assert_eq!(
-            o.0.status.code(),
-            Some(125),
-            "berth {}: {}",
-            o.1,
-            o.stderr()
-        );
-        let e = o.stderr();
-        let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("berth: ")).collect();
-        assert_eq!(lines.len(), 1, "berth {}: {e}", o.1);
-        lines[0].to_string()
-    };
     let nnp = ["grep", "NoNewPrivs", "/proc/self/status"];
     assert_eq!(run(&[], &nnp).ok().stdout().trim(), "NoNewPrivs:\t0");
     for o in [
@@ -875,9 +851,9 @@ fn security_opt_like_docker() {
 
     // AppArmor: a profile that is not loaded (or no AppArmor at all, as on this machine)
     // cannot be applied. With AppArmor, a container gets berth-default unless it asks.
-    let e = one_line(run(&["apparmor=berth-test-profile"], &["true"]));
+    let e = run(&["apparmor=berth-test-profile"], &["true"]).berth_error(125);
     let current = ["cat", "/proc/self/attr/current"];
-    if Path::new("/sys/kernel/security/apparmor").is_dir() {
+    if berth_runtime::apparmor::enabled() {
         assert!(
             e.contains("berth-test-profile") && e.contains("not loaded"),
             "{e}"
@@ -906,20 +882,20 @@ fn security_opt_like_docker() {
     run(&["apparmor=unconfined"], &["true"]).ok();
 
     // Bad options.
-    let e = one_line(run(&["bogus=1"], &["true"]));
+    let e = run(&["bogus=1"], &["true"]).berth_error(125);
     assert!(
         e.contains("bogus") && e.contains("no-new-privileges"),
         "{e}"
     );
-    let e = one_line(run(&["label=disable"], &["true"]));
+    let e = run(&["label=disable"], &["true"]).berth_error(125);
     assert!(e.contains("SELinux"), "{e}");
-    let e = one_line(run(&["seccomp=/no/such/profile.json"], &["true"]));
+    let e = run(&["seccomp=/no/such/profile.json"], &["true"]).berth_error(125);
     assert!(e.contains("/no/such/profile.json"), "{e}");
     std::fs::write(&profile, "{not json").unwrap();
-    let e = one_line(run(&[&seccomp], &["true"]));
+    let e = run(&[&seccomp], &["true"]).berth_error(125);
     assert!(e.contains("not JSON"), "{e}");
     std::fs::write(&profile, r#"{"syscalls": []}"#).unwrap();
-    let e = one_line(run(&[&seccomp], &["true"]));
+    let e = run(&[&seccomp], &["true"]).berth_error(125);
     assert!(e.contains("defaultAction"), "{e}");
 
     assert_eq!(d.berth(&["ps", "-aq"]).ok().stdout().trim(), "");

@@ -1923,19 +1923,7 @@ async fn a_stop_during_a_start_stops_the_started_container() {
 
     let mut rt = RuntimeServiceClient::new(channel(&d).await);
     pull(&d, "busybox").await;
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config("stop-start")),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let _gone = PodGone {
-        sock: d.sock(),
-        id: pod.clone(),
-    };
+    let (pod, _gone) = run_pod(&mut rt, &d, "stop-start").await;
     let id = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),

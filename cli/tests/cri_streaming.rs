@@ -116,28 +116,6 @@ fn processes(args: &[&str]) -> usize {
         .count()
 }
 
-/// A ready pod, stopped and removed when the guard drops.
-async fn run_pod(
-    rt: &mut RuntimeServiceClient<Channel>,
-    d: &Daemon,
-    name: &str,
-) -> (String, PodGone) {
-    let id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config(name)),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let gone = PodGone {
-        sock: d.sock(),
-        id: id.clone(),
-    };
-    (id, gone)
-}
-
 /// A started container of `image` in `pod` running `cmd`.
 async fn start(
     rt: &mut RuntimeServiceClient<Channel>,

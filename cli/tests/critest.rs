@@ -3838,13 +3838,6 @@ profile cri-validate-apparmor-test-audit-write flags=(attach_disconnected) {
 }
 ";
 
-/// Whether this host has AppArmor, as critest (and berth-runtime) ask.
-fn host_has_apparmor() -> bool {
-    Path::new("/sys/kernel/security/apparmor").is_dir()
-        && std::fs::read("/sys/module/apparmor/parameters/enabled")
-            .is_ok_and(|b| b.starts_with(b"Y"))
-}
-
 /// The test profiles, loaded; unloaded again when dropped (critest leaves them loaded).
 struct TestProfiles(PathBuf);
 
@@ -3874,19 +3867,11 @@ impl Drop for TestProfiles {
 /// A pod on the host's network: AppArmor has nothing to do with the pod's network, and this
 /// test also runs in a VM without the pod network's bridge (scripts/apparmor-vm.sh).
 async fn host_network_pod(c: &mut Cri) -> Result<(String, PodSandboxConfig, PodGone), String> {
-    let mut cfg = Cri::pod_config("create-PodSandbox-for-container-");
-    cfg.linux = Some(LinuxPodSandboxConfig {
-        security_context: Some(LinuxSandboxSecurityContext {
-            namespace_options: Some(NamespaceOption {
-                network: mode(NamespaceMode::Node),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
+    let host_net = NamespaceOption {
+        network: mode(NamespaceMode::Node),
         ..Default::default()
-    });
-    let (id, gone) = c.run_pod(&cfg).await?;
-    Ok((id, cfg, gone))
+    };
+    ns_pod(c, host_net, None).await
 }
 
 fn apparmor(profile_type: security_profile::ProfileType, name: &str) -> Option<SecurityProfile> {
@@ -4035,7 +4020,7 @@ async fn critest_apparmor() {
     let d = daemon("critest-aa", 26);
     let c = Cri::new(&d).await;
     let mut suite = Suite::new();
-    if host_has_apparmor() {
+    if berth_runtime::apparmor::enabled() {
         let _profiles = TestProfiles::load(&d.dir);
         let s = "AppArmor runtime should support apparmor";
         suite

@@ -157,6 +157,28 @@ pub fn pod_config(name: &str) -> PodSandboxConfig {
     }
 }
 
+/// A ready pod ([`pod_config`] `name`) of daemon `d`, stopped and removed when the guard drops.
+pub async fn run_pod(
+    rt: &mut runtime_service_client::RuntimeServiceClient<Channel>,
+    d: &Daemon,
+    name: &str,
+) -> (String, PodGone) {
+    let id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config(name)),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let gone = PodGone {
+        sock: d.sock(),
+        id: id.clone(),
+    };
+    (id, gone)
+}
+
 /// Stops and removes a pod sandbox (and so its containers) when dropped, also when the test
 /// fails; from a thread of its own, as the test's runtime may be unwinding.
 pub struct PodGone {

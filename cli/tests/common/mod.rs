@@ -369,6 +369,21 @@ impl Out {
         );
         self
     }
+    /// Failed with exit `code`, and exactly one of its stderr lines is berth's (`berth: …`,
+    /// returned); others may be a pull's progress or the container's own output.
+    pub fn berth_error(self, code: i32) -> String {
+        assert_eq!(
+            self.0.status.code(),
+            Some(code),
+            "berth {}: {}",
+            self.1,
+            self.stderr()
+        );
+        let e = self.stderr();
+        let lines: Vec<&str> = e.lines().filter(|l| l.starts_with("berth: ")).collect();
+        assert_eq!(lines.len(), 1, "berth {}: {e}", self.1);
+        lines[0].to_string()
+    }
     /// Failed with exit 1 and exactly one line on stderr.
     pub fn one_line_error(self) -> String {
         assert_eq!(
