@@ -1,7 +1,7 @@
 //! The connection to berthd.
 
 use anyhow::{anyhow, Result};
-use berth_cri::api::containers_client::ContainersClient;
+use berth_api::containers_client::ContainersClient;
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
 

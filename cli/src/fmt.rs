@@ -1,7 +1,7 @@
 //! Output the way docker users read it: tables, human sizes, "3 years ago", progress bars.
 
 use anyhow::Result;
-use berth_cri::api::{HistoryEntry, ImageInfo, ProgressEvent};
+use berth_api::{HistoryEntry, ImageInfo, ProgressEvent};
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use tonic::codec::Streaming;

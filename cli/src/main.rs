@@ -5,7 +5,7 @@ mod ctr;
 mod fmt;
 
 use anyhow::{bail, Context, Result};
-use berth_cri::api::*;
+use berth_api::*;
 use clap::{Parser, Subcommand};
 use std::io::{Read, Write};
 
@@ -355,8 +355,8 @@ fn abs(p: &str) -> Result<String> {
 
 async fn run(cli: Cli) -> Result<i32> {
     let ch = client::channel(&cli.host).await?;
-    let mut c = berth_cri::api::images_client::ImagesClient::new(ch.clone())
-        .max_decoding_message_size(64 << 20);
+    let mut c =
+        berth_api::images_client::ImagesClient::new(ch.clone()).max_decoding_message_size(64 << 20);
     let mut cc = client::containers(ch.clone());
     let mut out = std::io::stdout().lock();
     match cli.cmd {

@@ -153,12 +153,7 @@ pub struct Event {
     pub removed: bool,
 }
 
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
+pub use berth_time::now_nanos;
 
 fn internal(what: &str, e: impl std::fmt::Display) -> Status {
     Status::internal(format!("{what}: {e}").replace('\n', " "))

@@ -9,15 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-/// Unix nanoseconds as RFC 3339 with nanoseconds, UTC.
-pub fn rfc3339_nanos(n: i64) -> String {
-    berth_runtime::utils::rfc3339(
-        n.div_euclid(1_000_000_000),
-        n.rem_euclid(1_000_000_000) as u32,
-    )
-}
-
-pub use berth_runtime::utils::parse_rfc3339;
+pub use berth_api::wire::{parse_rfc3339, rfc3339_nanos, ChanReader};
 
 /// One record of a CRI log file.
 struct CriRecord<'a> {
@@ -401,41 +393,6 @@ pub fn tar_out(real: &Path, name: &Path, tx: mpsc::Sender<Result<Chunk, Status>>
     .and_then(|mut w| std::io::Write::flush(&mut w));
     if let Err(e) = res {
         let _ = tx.blocking_send(Err(Status::internal(format!("copy: {e}"))));
-    }
-}
-
-/// Reads the chunks a channel delivers as one byte stream (a tar coming over gRPC, say).
-pub struct ChanReader {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    pos: usize,
-}
-
-impl ChanReader {
-    pub fn new(rx: std::sync::mpsc::Receiver<Vec<u8>>) -> ChanReader {
-        ChanReader {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl Read for ChanReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos >= self.buf.len() {
-            match self.rx.recv() {
-                Ok(b) => {
-                    self.buf = b;
-                    self.pos = 0;
-                }
-                Err(_) => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

@@ -2,10 +2,7 @@
 //! serves berth's own gRPC API (`proto/berth/v1/images.proto`) on a unix socket; the container
 //! service and the CRI join it on the same socket later.
 
-pub mod api {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("berth.v1");
-}
+pub use berth_api as api;
 pub mod apparmor;
 pub mod bundle;
 pub mod container_svc;
@@ -25,5 +22,4 @@ pub mod spec;
 pub mod streaming;
 pub mod uds_authority;
 
-/// Where berthd listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/berth/berthd.sock";
+pub use berth_api::DEFAULT_SOCKET;
