@@ -70,7 +70,7 @@ pub struct CriRuntime {
     pub containers: std::sync::Arc<crate::containers::Manager>,
     pub store: Store,
     /// Where Exec, Attach and PortForward send the client (None: they are unavailable).
-    pub streaming: Option<std::sync::Arc<crate::streaming::Server>>,
+    pub streaming: Option<std::sync::Arc<berth_streaming::Server>>,
 }
 
 /// The first CNI network configuration in `dir` (`*.conf`, `*.conflist`, `*.json`, by name,

@@ -1,5 +1,5 @@
 //! The CRI's Exec, Attach and PortForward: the RPCs check the request and answer a URL of the
-//! streaming server ([`crate::streaming`]); what the URLs do runs here, on the container
+//! streaming server ([`berth_streaming`]); what the URLs do runs here, on the container
 //! manager's shims and the pods' network namespaces.
 //!
 //! - exec: a process in the container as `ExecSync` starts one (the shim's `Exec`, its stdio
@@ -16,8 +16,9 @@ use crate::api;
 use crate::containers::{Manager, Phase};
 use crate::cri_containers::{kill_exec, start_exec};
 use crate::pods::Pods;
-use crate::streaming::{Backend, Io, Server};
 use berth_shim::api as shim;
+use berth_streaming as streaming;
+use berth_streaming::{Backend, Io, Server};
 use k8s_cri::v1;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -58,8 +59,16 @@ pub fn exec_url(
 ) -> Result<v1::ExecResponse, Status> {
     let server = server.ok_or_else(|| disabled("Exec"))?;
     r.container_id = running(m, &r.container_id)?;
+    let r = streaming::ExecRequest {
+        container_id: r.container_id,
+        cmd: r.cmd,
+        tty: r.tty,
+        stdin: r.stdin,
+        stdout: r.stdout,
+        stderr: r.stderr,
+    };
     Ok(v1::ExecResponse {
-        url: server.exec_url(r)?,
+        url: server.exec_url(r).map_err(to_status)?,
     })
 }
 
@@ -70,8 +79,15 @@ pub fn attach_url(
 ) -> Result<v1::AttachResponse, Status> {
     let server = server.ok_or_else(|| disabled("Attach"))?;
     r.container_id = running(m, &r.container_id)?;
+    let r = streaming::AttachRequest {
+        container_id: r.container_id,
+        tty: r.tty,
+        stdin: r.stdin,
+        stdout: r.stdout,
+        stderr: r.stderr,
+    };
     Ok(v1::AttachResponse {
-        url: server.attach_url(r)?,
+        url: server.attach_url(r).map_err(to_status)?,
     })
 }
 
@@ -86,9 +102,43 @@ pub fn port_forward_url(
         return Err(Status::invalid_argument("missing required pod_sandbox_id"));
     }
     r.pod_sandbox_id = pods.for_container(&r.pod_sandbox_id)?.0.id;
+    let r = streaming::PortForwardRequest {
+        pod_sandbox_id: r.pod_sandbox_id,
+        port: r.port,
+    };
     Ok(v1::PortForwardResponse {
-        url: server.port_forward_url(r)?,
+        url: server.port_forward_url(r).map_err(to_status)?,
     })
+}
+
+/// A streaming error as the CRI answers it: the same code and message.
+fn to_status(e: streaming::Error) -> Status {
+    use streaming::Code as C;
+    let code = match e.code() {
+        C::InvalidArgument => tonic::Code::InvalidArgument,
+        C::NotFound => tonic::Code::NotFound,
+        C::FailedPrecondition => tonic::Code::FailedPrecondition,
+        C::PermissionDenied => tonic::Code::PermissionDenied,
+        C::ResourceExhausted => tonic::Code::ResourceExhausted,
+        C::Unavailable => tonic::Code::Unavailable,
+        C::Internal => tonic::Code::Internal,
+    };
+    Status::new(code, e.message())
+}
+
+/// A CRI status as the streaming server reports it (codes it has no name for are internal).
+fn to_streaming(s: Status) -> streaming::Error {
+    use streaming::Code as C;
+    let code = match s.code() {
+        tonic::Code::InvalidArgument => C::InvalidArgument,
+        tonic::Code::NotFound => C::NotFound,
+        tonic::Code::FailedPrecondition => C::FailedPrecondition,
+        tonic::Code::PermissionDenied => C::PermissionDenied,
+        tonic::Code::ResourceExhausted => C::ResourceExhausted,
+        tonic::Code::Unavailable => C::Unavailable,
+        _ => C::Internal,
+    };
+    streaming::Error::new(code, s.message())
 }
 
 /// The streaming server's backend.
@@ -238,9 +288,8 @@ async fn relay(
     end
 }
 
-#[tonic::async_trait]
-impl Backend for CriStreaming {
-    async fn exec(
+impl CriStreaming {
+    async fn run_exec(
         &self,
         container_id: &str,
         cmd: Vec<String>,
@@ -298,7 +347,7 @@ impl Backend for CriStreaming {
         code.map_err(|e| Status::internal(format!("exec: {}", e.message())))
     }
 
-    async fn attach(&self, container_id: &str, tty: bool, mut io: Io) -> Result<i32, Status> {
+    async fn run_attach(&self, container_id: &str, tty: bool, mut io: Io) -> Result<i32, Status> {
         let m = &self.containers;
         let id = running(m, container_id)?;
         let mut exits = m.exit_watch(&id)?;
@@ -327,7 +376,7 @@ impl Backend for CriStreaming {
         })
     }
 
-    async fn port_forward(
+    async fn connect_port(
         &self,
         pod_sandbox_id: &str,
         port: u16,
@@ -347,6 +396,37 @@ impl Backend for CriStreaming {
             .map_err(|_| Status::internal("port forward thread died"))??;
         tokio::net::TcpStream::from_std(std_stream)
             .map_err(|e| Status::internal(format!("port forward socket: {e}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for CriStreaming {
+    async fn exec(
+        &self,
+        container_id: &str,
+        cmd: Vec<String>,
+        tty: bool,
+        io: Io,
+    ) -> Result<i32, streaming::Error> {
+        self.run_exec(container_id, cmd, tty, io)
+            .await
+            .map_err(to_streaming)
+    }
+
+    async fn attach(&self, container_id: &str, tty: bool, io: Io) -> Result<i32, streaming::Error> {
+        self.run_attach(container_id, tty, io)
+            .await
+            .map_err(to_streaming)
+    }
+
+    async fn port_forward(
+        &self,
+        pod_sandbox_id: &str,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, streaming::Error> {
+        self.connect_port(pod_sandbox_id, port)
+            .await
+            .map_err(to_streaming)
     }
 }
 

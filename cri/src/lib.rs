@@ -19,7 +19,6 @@ pub mod network;
 pub mod pause;
 pub mod pods;
 pub mod spec;
-pub mod streaming;
 pub mod uds_authority;
 
 pub use berth_api::DEFAULT_SOCKET;

@@ -2,12 +2,12 @@
 //! kubelet's streaming server keeps them): a token is good for one request within its
 //! lifetime.
 
+use crate::request::{AttachRequest, ExecRequest, PortForwardRequest};
+use crate::Error;
 use base64::Engine;
-use k8s_cri::v1;
 use std::collections::HashMap;
 use std::io::Read;
 use std::time::{Duration, Instant};
-use tonic::Status;
 
 /// How long a token is good for.
 pub const TOKEN_TTL: Duration = Duration::from_secs(60);
@@ -16,9 +16,9 @@ const MAX_IN_FLIGHT: usize = 1000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Exec(v1::ExecRequest),
-    Attach(v1::AttachRequest),
-    PortForward(v1::PortForwardRequest),
+    Exec(ExecRequest),
+    Attach(AttachRequest),
+    PortForward(PortForwardRequest),
 }
 
 pub struct Cache {
@@ -27,11 +27,11 @@ pub struct Cache {
 }
 
 /// 128 random bits, URL-safe.
-fn token() -> Result<String, Status> {
+fn token() -> Result<String, Error> {
     let mut b = [0u8; 16];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| Status::internal(format!("streaming token: /dev/urandom: {e}")))?;
+        .map_err(|e| Error::internal(format!("streaming token: /dev/urandom: {e}")))?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
@@ -43,11 +43,11 @@ impl Cache {
         }
     }
 
-    pub fn insert(&mut self, r: Request) -> Result<String, Status> {
+    pub fn insert(&mut self, r: Request) -> Result<String, Error> {
         let now = Instant::now();
         self.entries.retain(|_, (expires, _)| *expires > now);
         if self.entries.len() >= MAX_IN_FLIGHT {
-            return Err(Status::resource_exhausted(
+            return Err(Error::resource_exhausted(
                 "maximum number of in-flight streaming requests exceeded",
             ));
         }
@@ -77,7 +77,7 @@ mod tests {
     use super::*;
 
     fn pf() -> Request {
-        Request::PortForward(v1::PortForwardRequest {
+        Request::PortForward(PortForwardRequest {
             pod_sandbox_id: "p".into(),
             port: vec![80],
         })
@@ -119,6 +119,6 @@ mod tests {
             c.insert(pf()).unwrap();
         }
         let e = c.insert(pf()).unwrap_err();
-        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(e.code(), crate::Code::ResourceExhausted);
     }
 }

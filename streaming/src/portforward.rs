@@ -5,8 +5,8 @@
 //! little-endian bytes.
 
 use super::{spdy, spdy_handshake, upgrade, ws, ws_handshake, Backend, Body, Sink};
+use crate::request::PortForwardRequest;
 use hyper::Response;
-use k8s_cri::v1;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -25,7 +25,7 @@ pub fn serve(
     websocket: bool,
     query: &str,
     backend: Arc<dyn Backend>,
-    r: v1::PortForwardRequest,
+    r: PortForwardRequest,
 ) -> Response<Body> {
     let pod = r.pod_sandbox_id;
     // The ports the CRI request named (validated when the URL was made).
@@ -84,7 +84,7 @@ async fn forward(
         mut stop,
     } = ends;
     let conn = if !allowed.is_empty() && !allowed.contains(&port) {
-        Err(tonic::Status::permission_denied(format!(
+        Err(crate::Error::permission_denied(format!(
             "port {port} is not one of the ports of the request"
         )))
     } else {

@@ -18,10 +18,12 @@ mod cache;
 mod dictionary;
 mod portforward;
 mod remotecommand;
+mod request;
 pub mod spdy;
 pub mod ws;
 
 pub use cache::TOKEN_TTL;
+pub use request::{AttachRequest, Code, Error, ExecRequest, PortForwardRequest};
 
 use bytes::Bytes;
 use cache::{Cache, Request};
@@ -29,13 +31,11 @@ use http_body_util::Full;
 use hyper::header::{HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::Status;
 
 /// The client's side of a remote command.
 pub struct Io {
@@ -49,7 +49,7 @@ pub struct Io {
 }
 
 /// What the streaming server runs its requests on.
-#[tonic::async_trait]
+#[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Runs `cmd` in the container with the client's stdio until it exits; its exit code.
     async fn exec(
@@ -58,16 +58,16 @@ pub trait Backend: Send + Sync + 'static {
         cmd: Vec<String>,
         tty: bool,
         io: Io,
-    ) -> Result<i32, Status>;
+    ) -> Result<i32, Error>;
     /// Connects the client to the container's own stdio until it exits (its exit code) or
     /// the client detaches (0).
-    async fn attach(&self, container_id: &str, tty: bool, io: Io) -> Result<i32, Status>;
+    async fn attach(&self, container_id: &str, tty: bool, io: Io) -> Result<i32, Error>;
     /// A connection to `port` on the pod's loopback, inside its network namespace.
     async fn port_forward(
         &self,
         pod_sandbox_id: &str,
         port: u16,
-    ) -> Result<tokio::net::TcpStream, Status>;
+    ) -> Result<tokio::net::TcpStream, Error>;
 }
 
 /// Where a stream's output goes: a SPDY stream or a WebSocket channel.
@@ -304,18 +304,18 @@ fn validate_stdio(
     stdout: bool,
     stderr: bool,
     tty: bool,
-) -> Result<(), Status> {
+) -> Result<(), Error> {
     if container_id.is_empty() {
-        return Err(Status::invalid_argument("missing required container_id"));
+        return Err(Error::invalid_argument("missing required container_id"));
     }
     if tty && stderr {
         // A terminal has one output: stderr cannot be told apart from stdout.
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid_argument(
             "tty and stderr cannot both be true",
         ));
     }
     if !stdin && !stdout && !stderr {
-        return Err(Status::invalid_argument(
+        return Err(Error::invalid_argument(
             "one of stdin, stdout, or stderr must be set",
         ));
     }
@@ -355,7 +355,7 @@ impl Server {
         self.addr
     }
 
-    fn url(&self, r: Request) -> Result<String, Status> {
+    fn url(&self, r: Request) -> Result<String, Error> {
         let kind = match &r {
             Request::Exec(_) => "exec",
             Request::Attach(_) => "attach",
@@ -370,25 +370,25 @@ impl Server {
     }
 
     /// The URL that runs this exec (validated as the kubelet validates it).
-    pub fn exec_url(&self, r: v1::ExecRequest) -> Result<String, Status> {
+    pub fn exec_url(&self, r: ExecRequest) -> Result<String, Error> {
         validate_stdio(&r.container_id, r.stdin, r.stdout, r.stderr, r.tty)?;
         if r.cmd.is_empty() {
-            return Err(Status::invalid_argument("missing required cmd"));
+            return Err(Error::invalid_argument("missing required cmd"));
         }
         self.url(Request::Exec(r))
     }
 
-    pub fn attach_url(&self, r: v1::AttachRequest) -> Result<String, Status> {
+    pub fn attach_url(&self, r: AttachRequest) -> Result<String, Error> {
         validate_stdio(&r.container_id, r.stdin, r.stdout, r.stderr, r.tty)?;
         self.url(Request::Attach(r))
     }
 
-    pub fn port_forward_url(&self, r: v1::PortForwardRequest) -> Result<String, Status> {
+    pub fn port_forward_url(&self, r: PortForwardRequest) -> Result<String, Error> {
         if r.pod_sandbox_id.is_empty() {
-            return Err(Status::invalid_argument("missing required pod_sandbox_id"));
+            return Err(Error::invalid_argument("missing required pod_sandbox_id"));
         }
         if let Some(p) = r.port.iter().find(|p| !(1..=65535).contains(*p)) {
-            return Err(Status::invalid_argument(format!("invalid port {p}")));
+            return Err(Error::invalid_argument(format!("invalid port {p}")));
         }
         self.url(Request::PortForward(r))
     }

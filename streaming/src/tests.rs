@@ -35,7 +35,7 @@ struct Fake {
     echo_port: u16,
 }
 
-#[tonic::async_trait]
+#[async_trait::async_trait]
 impl Backend for Fake {
     async fn exec(
         &self,
@@ -43,7 +43,7 @@ impl Backend for Fake {
         cmd: Vec<String>,
         _tty: bool,
         mut io: Io,
-    ) -> Result<i32, Status> {
+    ) -> Result<i32, Error> {
         assert_eq!(container_id, "c1");
         let out = io.stdout.clone();
         let send = |to: &Option<mpsc::Sender<Vec<u8>>>, d: &[u8]| {
@@ -73,7 +73,7 @@ impl Backend for Fake {
                 send(&out, format!("{w}x{h}").as_bytes()).await;
                 Ok(0)
             }
-            "fail" => Err(Status::not_found("no such thing")),
+            "fail" => Err(Error::not_found("no such thing")),
             "hang" => {
                 out.unwrap().closed().await;
                 self.gone.store(true, Ordering::SeqCst);
@@ -83,18 +83,18 @@ impl Backend for Fake {
         }
     }
 
-    async fn attach(&self, c: &str, tty: bool, io: Io) -> Result<i32, Status> {
+    async fn attach(&self, c: &str, tty: bool, io: Io) -> Result<i32, Error> {
         self.exec(c, vec!["cat".into()], tty, io).await.map(|_| 3)
     }
 
-    async fn port_forward(&self, pod: &str, port: u16) -> Result<TcpStream, Status> {
+    async fn port_forward(&self, pod: &str, port: u16) -> Result<TcpStream, Error> {
         assert_eq!(pod, "p1");
         if port != 80 {
-            return Err(Status::unavailable("connection refused"));
+            return Err(Error::unavailable("connection refused"));
         }
         TcpStream::connect(("127.0.0.1", self.echo_port))
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))
+            .map_err(|e| Error::unavailable(e.to_string()))
     }
 }
 
@@ -120,8 +120,8 @@ async fn server(ttl: Duration) -> (Arc<Server>, Arc<Fake>) {
     (s, fake)
 }
 
-fn exec_req(cmd: &[&str], stdin: bool, stdout: bool, stderr: bool, tty: bool) -> v1::ExecRequest {
-    v1::ExecRequest {
+fn exec_req(cmd: &[&str], stdin: bool, stdout: bool, stderr: bool, tty: bool) -> ExecRequest {
+    ExecRequest {
         container_id: "c1".into(),
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
         tty,
@@ -207,8 +207,8 @@ async fn tokens_are_single_use_and_expire() {
 #[tokio::test]
 async fn requests_are_validated_as_the_kubelet_does() {
     let (s, _) = server(TOKEN_TTL).await;
-    let code = |r: Result<String, Status>| r.unwrap_err().code();
-    let inv = tonic::Code::InvalidArgument;
+    let code = |r: Result<String, Error>| r.unwrap_err().code();
+    let inv = crate::Code::InvalidArgument;
     assert_eq!(
         code(s.exec_url(exec_req(&[], false, true, false, false))),
         inv
@@ -224,7 +224,7 @@ async fn requests_are_validated_as_the_kubelet_does() {
     let mut r = exec_req(&["sh"], false, true, false, false);
     r.container_id.clear();
     assert_eq!(code(s.exec_url(r)), inv);
-    let a = v1::AttachRequest {
+    let a = AttachRequest {
         container_id: "c1".into(),
         stdin: true,
         tty: true,
@@ -232,7 +232,7 @@ async fn requests_are_validated_as_the_kubelet_does() {
         stdout: true,
     };
     assert_eq!(code(s.attach_url(a)), inv);
-    let pf = |pod: &str, port: Vec<i32>| v1::PortForwardRequest {
+    let pf = |pod: &str, port: Vec<i32>| PortForwardRequest {
         pod_sandbox_id: pod.into(),
         port,
     };
@@ -615,7 +615,7 @@ async fn websocket_exec_v5_and_v4() {
 async fn port_forward_over_spdy_and_websocket() {
     let (s, _) = server(TOKEN_TTL).await;
     let url = s
-        .port_forward_url(v1::PortForwardRequest {
+        .port_forward_url(PortForwardRequest {
             pod_sandbox_id: "p1".into(),
             port: vec![],
         })
@@ -669,7 +669,7 @@ async fn port_forward_over_spdy_and_websocket() {
 
     // WebSocket: the ports from the query when the request had none.
     let url = s
-        .port_forward_url(v1::PortForwardRequest {
+        .port_forward_url(PortForwardRequest {
             pod_sandbox_id: "p1".into(),
             port: vec![],
         })
@@ -691,7 +691,7 @@ async fn port_forward_over_spdy_and_websocket() {
     ws.close(None).await.unwrap();
     while ws.next().await.is_some() {}
     let url = s
-        .port_forward_url(v1::PortForwardRequest {
+        .port_forward_url(PortForwardRequest {
             pod_sandbox_id: "p1".into(),
             port: vec![81],
         })
@@ -715,7 +715,7 @@ async fn port_forward_over_spdy_and_websocket() {
     );
     // No port at all.
     let url = s
-        .port_forward_url(v1::PortForwardRequest {
+        .port_forward_url(PortForwardRequest {
             pod_sandbox_id: "p1".into(),
             port: vec![],
         })

@@ -3,13 +3,13 @@
 //! `metav1.Status` with the exit code; before: the error text, nothing on success).
 
 use super::{spdy, spdy_handshake, upgrade, ws, ws_handshake, Backend, Body, Io, Sink};
+use crate::Error;
 use hyper::Response;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
-use tonic::Status;
 
 const V4: &str = "v4.channel.k8s.io";
 const V3: &str = "v3.channel.k8s.io";
@@ -105,7 +105,7 @@ struct StatusJson {
 }
 
 /// The status of a command that ended with `res` (`what` names the action for errors).
-fn status(res: &Result<i32, Status>, what: &str) -> StatusJson {
+fn status(res: &Result<i32, Error>, what: &str) -> StatusJson {
     let base = StatusJson {
         metadata: Empty {},
         status: "Success",
@@ -148,7 +148,7 @@ fn status(res: &Result<i32, Status>, what: &str) -> StatusJson {
 }
 
 /// What goes on the error stream, if anything.
-fn report(res: &Result<i32, Status>, what: &str, how: Report) -> Option<Vec<u8>> {
+fn report(res: &Result<i32, Error>, what: &str, how: Report) -> Option<Vec<u8>> {
     let s = status(res, what);
     match how {
         Report::Json => Some(serde_json::to_vec(&s).expect("status JSON")),
@@ -437,7 +437,7 @@ async fn over_websocket<T: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
 mod tests {
     use super::*;
 
-    fn json(res: Result<i32, Status>) -> String {
+    fn json(res: Result<i32, Error>) -> String {
         String::from_utf8(
             report(&res, "error executing command in container", Report::Json).unwrap(),
         )
@@ -452,7 +452,7 @@ mod tests {
             r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: exit status 3","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#
         );
         assert_eq!(
-            json(Err(Status::failed_precondition(
+            json(Err(Error::failed_precondition(
                 "container x is not running"
             ))),
             r#"{"metadata":{},"status":"Failure","message":"Internal error occurred: error executing command in container: container x is not running","reason":"InternalError","details":{"causes":[{"message":"error executing command in container: container x is not running"}]},"code":500}"#
@@ -468,7 +468,7 @@ mod tests {
         );
         assert_eq!(
             report(
-                &Err(Status::not_found("no such container")),
+                &Err(Error::not_found("no such container")),
                 "x",
                 Report::Text
             )
