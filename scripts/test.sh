@@ -7,7 +7,8 @@
 # 2. The fixture registry on 127.0.0.1 (for imagestore's pull tests), started and filled if
 #    nothing listens on $BERTH_TEST_REGISTRY (default 127.0.0.1:5000), stopped at the end if
 #    this script started it.
-# 3. One debug build of every binary and test (`cargo build` in the dev profile, which is what
+# 3. `cargo fmt --check` and `cargo clippy -- -D warnings` (a style or lint slip fails the run),
+#    then one debug build of every binary and test (`cargo build` in the dev profile, which is what
 #    nextest's test binaries use anyway; a release build would add ~2 min on 2 cores for a few ms
 #    per container start). BERTH_PROFILE=release builds and tests the release binary instead.
 # 4. `cargo nextest run --workspace --profile ci` (summary line at the end); then, on a host
@@ -87,6 +88,9 @@ fi
 # ---------------------------------------------------------------- build + test
 BUILD=()
 [ "$BERTH_PROFILE" = release ] && BUILD=(--release)
+log "cargo fmt --check; cargo clippy --workspace --all-targets -- -D warnings"
+cargo fmt --all --check </dev/null
+cargo clippy "${BUILD[@]}" --workspace --all-targets --quiet -- -D warnings </dev/null
 log "cargo build ${BUILD[*]} --workspace --bins"
 cargo build "${BUILD[@]}" --workspace --bins </dev/null
 log "cargo nextest run --workspace --profile ci"
