@@ -168,6 +168,27 @@ fn update_changes_limits() {
     finish(t);
 }
 
+/// runc's access strings: any order, and letters other than r, w, m ignored (update.bats uses
+/// "rwa"): the rule denies read and write.
+#[test]
+fn devices_access_letters_as_runc_reads_them() {
+    if cgroup_v2_only() && is_reference_runtime() {
+        eprintln!("skipped: runc refuses letters other than r, w, m on cgroup v2");
+        return;
+    }
+    let t = Ctx::new("devices-rwa");
+    let spec = t
+        .spec()
+        .push("/linux/devices", json!({"path": "/dev/berthdev", "type": "c", "major": 240, "minor": 0, "fileMode": 438}))
+        .push("/linux/resources/devices", json!({"allow": false, "type": "c", "major": 240, "minor": 0, "access": "wra"}))
+        .sh("head -c 1 /dev/berthdev");
+    t.write_spec(&spec);
+    let out = t.run();
+    out.assert_failed();
+    assert!(out.stderr.contains("not permitted"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
 #[test]
 fn devices_cgroup_denies_unlisted_device() {
     let t = Ctx::new("devices-deny");
