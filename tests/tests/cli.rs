@@ -30,6 +30,39 @@ fn spec_writes_a_default_config() {
         .assert_failed();
 }
 
+/// `spec` writes what runc 1.1.5's `spec` writes, hostname aside, byte for byte: the bats tests
+/// edit it with jq and expect runc's namespaces (a cgroup namespace only on cgroup2 hosts).
+#[test]
+fn spec_is_runcs_spec() {
+    let runc = std::path::Path::new("/usr/sbin/runc");
+    if !runc.exists() {
+        eprintln!("skipped: no /usr/sbin/runc to compare with");
+        return;
+    }
+    let t = Ctx::new("spec-runc");
+    let reference = Runtime {
+        bin: runc.to_path_buf(),
+        root: t.rt.root.clone(),
+        dir: t.rt.dir.clone(),
+    };
+    for extra in [&[][..], &["--rootless"]] {
+        let mine = t.path(&format!("mine{}", extra.len()));
+        let theirs = t.path(&format!("runc{}", extra.len()));
+        let read = |rt: &Runtime, dir: &std::path::Path| {
+            std::fs::create_dir_all(dir).unwrap();
+            let mut args = vec!["spec"];
+            args.extend_from_slice(extra);
+            args.extend(["--bundle", dir.to_str().unwrap()]);
+            rt.cmd(&args).assert_ok();
+            let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+            let hostname = text.lines().find(|l| l.contains("\"hostname\"")).unwrap();
+            text.replace(hostname, "")
+        };
+        let (a, b) = (read(&t.rt, &mine), read(&reference, &theirs));
+        assert_eq!(a, b, "spec {extra:?} differs from runc's");
+    }
+}
+
 #[test]
 fn spec_rootless_has_a_user_namespace() {
     let t = Ctx::new("spec-rootless");
