@@ -213,6 +213,57 @@ fn version_and_help() {
     raw(&t, &["no-such-subcommand"]).assert_failed();
 }
 
+/// `--debug` writes logrus-style debug lines: to stderr, or to `--log` (only) when given, as
+/// JSON with `--log-format json` (what debug.bats checks, with runc's own messages).
+#[test]
+fn debug_lines_go_to_stderr_or_the_log() {
+    let t = Ctx::new("debug");
+    t.write_spec(&t.spec().args(&["true"]));
+    let bundle = t.bundle.to_str().unwrap().to_string();
+    let out = t.cmd(&["--debug", "run", "--bundle", &bundle, &t.id]);
+    out.assert_ok();
+    assert!(out.stderr.contains("level=debug"), "{out}");
+
+    let log = t.path("debug.log");
+    let log_s = log.to_str().unwrap();
+    let out = t.cmd(&["--log", log_s, "--debug", "run", "--bundle", &bundle, &t.id]);
+    out.assert_ok();
+    assert!(!out.stderr.contains("level=debug"), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("level=debug"), "{text}");
+
+    let json = t.path("debug.json");
+    let json_s = json.to_str().unwrap();
+    t.cmd(&[
+        "--log",
+        json_s,
+        "--log-format",
+        "json",
+        "--debug",
+        "run",
+        "--bundle",
+        &bundle,
+        &t.id,
+    ])
+    .assert_ok();
+    let text = std::fs::read_to_string(&json).unwrap();
+    let first = text.lines().next().unwrap_or_else(|| panic!("empty log"));
+    let v: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert_eq!(v["level"], "debug", "{text}");
+    t.assert_no_leftovers(&t.id);
+}
+
+/// runc opens (creates) `--log` at start, whatever the command does; without `--debug` a
+/// command that succeeds writes nothing there.
+#[test]
+fn log_file_is_created_at_start() {
+    let t = Ctx::new("log-created");
+    let log = t.path("created.log");
+    t.cmd(&["--log", log.to_str().unwrap(), "list"]).assert_ok();
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log:?}: {e}"));
+    assert_eq!(text, "");
+}
+
 #[test]
 fn log_file_json_gets_the_error() {
     // containerd and podman read errors from --log with --log-format json.

@@ -9,13 +9,14 @@ pub struct Cli {
     /// Root directory for storage of container state
     #[arg(long, global = true, default_value = "/run/berth-runtime")]
     pub root: PathBuf,
-    /// Log file (errors and warnings are appended; containerd and podman read it)
+    /// Log file, opened (created) at start: errors, warnings and, with --debug, debug lines are
+    /// appended (containerd reads the last error with --log-format json). Default: stderr
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
     /// Log format: text or json
     #[arg(long = "log-format", global = true, default_value = "text")]
     pub log_format: String,
-    /// Enable debug logging
+    /// Enable debug logging (to --log, or to stderr)
     #[arg(long, global = true)]
     pub debug: bool,
     /// Use systemd for cgroups (not supported: berth-runtime uses cgroupfs)

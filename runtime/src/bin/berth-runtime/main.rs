@@ -12,7 +12,11 @@ use std::io::Write;
 
 fn main() {
     let cli = cli::Cli::parse();
-    berth_runtime::log::init(cli.log.clone(), cli.log_format == "json", cli.debug);
+    if let Err(e) = berth_runtime::log::init(cli.log.clone(), cli.log_format == "json", cli.debug)
+    {
+        let _ = writeln!(std::io::stderr(), "berth-runtime: {e}");
+        std::process::exit(1);
+    }
     let code = match commands::run(&cli) {
         Ok(code) => code,
         // A reader that went away (`berth-runtime list | head -1`) is not an error.

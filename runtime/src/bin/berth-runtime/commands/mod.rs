@@ -17,6 +17,12 @@ pub fn run(cli: &Cli) -> Result<i32> {
         bail!("--systemd-cgroup is not supported: berth-runtime manages cgroups through cgroupfs (use the cgroupfs cgroup manager)");
     }
     let root = &cli.root;
+    berth_runtime::log::debug(&format!(
+        "berth-runtime {} (root {}): {:?}",
+        env!("CARGO_PKG_VERSION"),
+        root.display(),
+        cli.command
+    ));
     match &cli.command {
         Command::Create(a) => create::create(root, a).map(|_| 0),
         Command::Run {
