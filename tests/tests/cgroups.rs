@@ -168,6 +168,56 @@ fn update_changes_limits() {
     finish(t);
 }
 
+/// `-1` is runc's "no limit" for the memory, swap, pids and cpu-quota flags of `update`.
+#[test]
+fn update_minus_1_lifts_limits() {
+    let t = running_with(
+        "update-unlimited",
+        json!({"memory": {"limit": 67108864, "swap": 134217728}, "pids": {"limit": 50},
+               "cpu": {"quota": 50000, "period": 100000}}),
+    );
+    t.cmd(&[
+        "update",
+        "--memory",
+        "-1",
+        "--memory-swap",
+        "-1",
+        "--pids-limit",
+        "-1",
+        "--cpu-quota",
+        "-1",
+        &t.id,
+    ])
+    .assert_ok();
+    assert_eq!(t.cgroup_value(&t.id, "pids", "pids.max"), "max");
+    if cgroup_v2_only() {
+        assert_eq!(t.cgroup_value(&t.id, "memory", "memory.max"), "max");
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.max"), "max 100000");
+    } else {
+        // v1 shows "no limit" as the largest page-aligned value.
+        let mem: u64 = t
+            .cgroup_value(&t.id, "memory", "memory.limit_in_bytes")
+            .parse()
+            .unwrap();
+        assert!(mem > 1 << 62, "memory.limit_in_bytes {mem}");
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.cfs_quota_us"), "-1");
+    }
+    // `--memory -1` alone, with a swap limit in place (as update.bats does): swap goes too.
+    t.cmd(&["update", "--memory", "64M", "--memory-swap", "128M", &t.id])
+        .assert_ok();
+    t.cmd(&["update", "--memory", "-1", &t.id]).assert_ok();
+    if cgroup_v2_only() {
+        assert_eq!(t.cgroup_value(&t.id, "memory", "memory.max"), "max");
+    } else {
+        let mem: u64 = t
+            .cgroup_value(&t.id, "memory", "memory.limit_in_bytes")
+            .parse()
+            .unwrap();
+        assert!(mem > 1 << 62, "memory.limit_in_bytes {mem}");
+    }
+    finish(t);
+}
+
 /// runc's access strings: any order, and letters other than r, w, m ignored (update.bats uses
 /// "rwa"): the rule denies read and write.
 #[test]

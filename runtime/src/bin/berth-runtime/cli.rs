@@ -214,11 +214,12 @@ pub struct UpdateArgs {
     pub blkio_weight: Option<u16>,
     #[arg(long = "cpu-period")]
     pub cpu_period: Option<u64>,
-    #[arg(long = "cpu-quota")]
+    /// CPU CFS quota in microseconds; -1 for none
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
     pub cpu_quota: Option<i64>,
     #[arg(long = "cpu-rt-period")]
     pub cpu_rt_period: Option<u64>,
-    #[arg(long = "cpu-rt-runtime")]
+    #[arg(long = "cpu-rt-runtime", allow_negative_numbers = true)]
     pub cpu_rt_runtime: Option<i64>,
     #[arg(long = "cpu-share")]
     pub cpu_share: Option<u64>,
@@ -226,14 +227,23 @@ pub struct UpdateArgs {
     pub cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
-    /// Memory limit (in bytes, or with a k/m/g suffix)
-    #[arg(long)]
+    /// Memory limit (in bytes, or with a k/m/g/t/p suffix); -1 for none
+    #[arg(long, allow_hyphen_values = true)]
     pub memory: Option<String>,
-    #[arg(long = "memory-reservation")]
+    /// Memory soft limit; -1 for none
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
     pub memory_reservation: Option<String>,
-    #[arg(long = "memory-swap")]
+    /// Memory plus swap limit; -1 for unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
-    #[arg(long = "pids-limit")]
+    /// Kernel memory limit (obsolete: ignored with a warning, as runc does)
+    #[arg(long = "kernel-memory", allow_hyphen_values = true, hide = true)]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP memory limit (obsolete: ignored with a warning, as runc does)
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true, hide = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Maximum number of pids; -1 for none
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     pub id: String,
 }
