@@ -83,6 +83,7 @@ pub enum Command {
         #[arg(short, long)]
         all: bool,
         id: String,
+        /// Signal name or number; 0 sends nothing and only checks that the init runs
         #[arg(default_value = "SIGTERM", allow_hyphen_values = true)]
         signal: String,
     },
