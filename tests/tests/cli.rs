@@ -202,15 +202,58 @@ fn list_of_empty_root() {
 #[test]
 fn version_and_help() {
     let t = Ctx::new("version");
-    let out = raw(&t, &["--version"]);
-    out.assert_ok();
-    assert!(out.stdout.contains("version"), "{out}");
-    assert!(
-        out.stdout.contains("spec: 1."),
-        "runc prints the spec version: {out}"
-    );
+    for flag in ["--version", "-v"] {
+        let out = raw(&t, &[flag]);
+        out.assert_ok();
+        // runc's three lines, which version.bats checks: "<name> version X.Y.Z", "commit: …",
+        // "spec: X.Y.Z".
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines.len() >= 3, "{out}");
+        assert!(lines[0].contains(" version "), "{out}");
+        assert!(lines[1].starts_with("commit:"), "{out}");
+        assert!(lines[2].starts_with("spec: 1."), "{out}");
+    }
     raw(&t, &["--help"]).assert_ok();
-    raw(&t, &["no-such-subcommand"]).assert_failed();
+    raw(&t, &["state", "--help"]).assert_ok();
+}
+
+/// runc's exit codes for usage errors: 1, and 3 with "No help topic" for an unknown command
+/// (help.bats checks the text); berth keeps each to one line.
+#[test]
+fn usage_errors_exit_as_runc_does() {
+    let t = Ctx::new("usage");
+    for args in [
+        &["state"][..],
+        &["kill"],
+        &["state", "a", "b"],
+        &["--no-such-flag", "list"],
+        &["list", "--no-such-flag"],
+        &["kill", "a", "KILL", "extra"],
+    ] {
+        let out = t.cmd(args);
+        assert_eq!(out.code, 1, "{out}");
+        out.assert_one_line_error();
+    }
+    for args in [&["no-such-command"][..], &["foo", "-h"], &["foo", "x"]] {
+        let out = t.cmd(args);
+        assert_eq!(out.code, 3, "{out}");
+        assert!(
+            out.stderr.contains("No help topic for 'no-such-command'")
+                || out.stderr.contains("No help topic for 'foo'"),
+            "{out}"
+        );
+        out.assert_one_line_error();
+    }
+}
+
+/// runc's `exec` exits 255 when it fails (any other code is the process's own, so a caller can
+/// tell the two apart); exec.bats checks it.
+#[test]
+fn exec_failure_exits_255() {
+    let t = Ctx::new("exec-255");
+    let out = t.cmd(&["exec", &t.id, "true"]);
+    assert_eq!(out.code, 255, "{out}");
+    out.assert_one_line_error();
 }
 
 /// `--debug` writes logrus-style debug lines: to stderr, or to `--log` (only) when given, as

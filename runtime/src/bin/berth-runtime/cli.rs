@@ -3,9 +3,22 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `--version`'s text after the program name, in runc's shape: `version`, `commit:` (not
+/// recorded in the build) and `spec:` lines.
+const VERSION: &str = concat!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: unknown\nspec: 1.2.0"
+);
+
+// Like runc's (Go's flag package), a flag given twice takes the last value; `-v` prints the
+// version as runc's does.
 #[derive(Parser, Debug)]
-#[command(name = "berth-runtime", version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"), about = "Run OCI containers (runc-compatible command line)")]
+#[command(name = "berth-runtime", version = VERSION, disable_version_flag = true, args_override_self = true, about = "Run OCI containers (runc-compatible command line)")]
 pub struct Cli {
+    /// Print the version
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
     /// Root directory for storage of container state
     #[arg(long, global = true, default_value = "/run/berth-runtime")]
     pub root: PathBuf,
