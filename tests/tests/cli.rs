@@ -229,6 +229,7 @@ fn usage_errors_exit_as_runc_does() {
         &["--no-such-flag", "list"],
         &["list", "--no-such-flag"],
         &["kill", "a", "KILL", "extra"],
+        &["--log-format", "xml", "list"],
     ] {
         let out = t.cmd(args);
         assert_eq!(out.code, 1, "{out}");

@@ -20,6 +20,9 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => usage_error(e),
     };
+    if !matches!(cli.log_format.as_str(), "text" | "json") {
+        fail(&format!("invalid log-format: {}", cli.log_format), 1);
+    }
     if let Err(e) = berth_runtime::log::init(cli.log.clone(), cli.log_format == "json", cli.debug) {
         fail(&e.to_string(), 1);
     }
