@@ -22,7 +22,9 @@ pub enum Error {
     AlreadyExists(String),
     #[error("invalid container id {0:?}: {1}")]
     InvalidId(String, &'static str),
-    #[error("container {id:?} is {status}: {op} needs it {expected}")]
+    /// For a stopped container the message starts with runc's "container not running", which
+    /// callers match (containerd takes it as "process already finished" after a kill).
+    #[error("{}container {id:?} is {status}: {op} needs it {expected}", if status == "stopped" { "container not running: " } else { "" })]
     BadState {
         id: String,
         status: String,

@@ -1,8 +1,9 @@
 //! Loading and checking a bundle's `config.json`.
 //!
-//! Unknown fields are an error rather than silently ignored: a field the runtime does not know is
-//! a setting it would not apply, and a container that runs without a setting its user asked for
-//! is worse than one that does not start. Unknown *annotation keys* are of course fine.
+//! Unknown fields are ignored with a warning naming each one: the runtime spec says a runtime
+//! MUST ignore properties it does not know (runc ignores them silently), and config.json files
+//! written for newer spec versions carry fields this runtime has no use for. The warning still
+//! tells a user whose misspelt setting is not applied.
 
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::collections::HashSet;
@@ -17,8 +18,6 @@ pub enum SpecError {
     },
     #[error("invalid {path:?}: {msg}")]
     Parse { path: PathBuf, msg: String },
-    #[error("config.json: unknown field {0:?}")]
-    UnknownField(String),
     #[error("config.json: {0}")]
     Invalid(String),
     #[error("invalid rootfs {path:?}: {msg}")]
@@ -38,8 +37,18 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     })
 }
 
-/// Parses config.json bytes, rejecting unknown fields.
+/// Parses config.json bytes; warns about (and ignores) unknown fields.
 pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
+    let (spec, unknown) = parse_collecting(data)?;
+    for field in unknown {
+        crate::container::warn(&format!("config.json: unknown field {field:?} is ignored"));
+    }
+    Ok(spec)
+}
+
+/// Parses config.json bytes; returns the spec and the paths of the fields it does not know
+/// (`process.colour`).
+fn parse_collecting(data: &[u8]) -> Result<(Spec, Vec<String>), SpecError> {
     let mut unknown = Vec::new();
     let de = &mut serde_json::Deserializer::from_slice(data);
     let spec: Spec =
@@ -49,10 +58,7 @@ pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
                 msg: e.to_string(),
             },
         )?;
-    if let Some(field) = unknown.into_iter().next() {
-        return Err(SpecError::UnknownField(field));
-    }
-    Ok(spec)
+    Ok((spec, unknown))
 }
 
 /// Checks what `create` needs and returns the absolute rootfs path.
@@ -173,10 +179,19 @@ mod tests {
     }
 
     #[test]
-    fn unknown_field_is_named() {
-        let bad = MINIMAL.replace("\"cwd\":\"/\"", "\"cwd\":\"/\",\"colour\":1");
-        let err = parse(bad.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("process.colour"), "{err}");
+    fn unknown_fields_are_ignored_and_named() {
+        let odd = MINIMAL
+            .replace("\"cwd\":\"/\"", "\"cwd\":\"/\",\"colour\":1")
+            .replace("\"ociVersion\"", "\"future\":{\"a\":[1]},\"ociVersion\"");
+        let (spec, mut unknown) = parse_collecting(odd.as_bytes()).unwrap();
+        unknown.sort();
+        assert_eq!(unknown, ["future", "process.colour"]);
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_ref().unwrap()[0],
+            "sh"
+        );
+        let (_, none) = parse_collecting(MINIMAL.as_bytes()).unwrap();
+        assert!(none.is_empty());
     }
 
     #[test]

@@ -168,6 +168,77 @@ fn update_changes_limits() {
     finish(t);
 }
 
+/// `-1` is runc's "no limit" for the memory, swap, pids and cpu-quota flags of `update`.
+#[test]
+fn update_minus_1_lifts_limits() {
+    let t = running_with(
+        "update-unlimited",
+        json!({"memory": {"limit": 67108864, "swap": 134217728}, "pids": {"limit": 50},
+               "cpu": {"quota": 50000, "period": 100000}}),
+    );
+    t.cmd(&[
+        "update",
+        "--memory",
+        "-1",
+        "--memory-swap",
+        "-1",
+        "--pids-limit",
+        "-1",
+        "--cpu-quota",
+        "-1",
+        &t.id,
+    ])
+    .assert_ok();
+    assert_eq!(t.cgroup_value(&t.id, "pids", "pids.max"), "max");
+    if cgroup_v2_only() {
+        assert_eq!(t.cgroup_value(&t.id, "memory", "memory.max"), "max");
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.max"), "max 100000");
+    } else {
+        // v1 shows "no limit" as the largest page-aligned value.
+        let mem: u64 = t
+            .cgroup_value(&t.id, "memory", "memory.limit_in_bytes")
+            .parse()
+            .unwrap();
+        assert!(mem > 1 << 62, "memory.limit_in_bytes {mem}");
+        assert_eq!(t.cgroup_value(&t.id, "cpu", "cpu.cfs_quota_us"), "-1");
+    }
+    // `--memory -1` alone, with a swap limit in place (as update.bats does): swap goes too.
+    t.cmd(&["update", "--memory", "64M", "--memory-swap", "128M", &t.id])
+        .assert_ok();
+    t.cmd(&["update", "--memory", "-1", &t.id]).assert_ok();
+    if cgroup_v2_only() {
+        assert_eq!(t.cgroup_value(&t.id, "memory", "memory.max"), "max");
+    } else {
+        let mem: u64 = t
+            .cgroup_value(&t.id, "memory", "memory.limit_in_bytes")
+            .parse()
+            .unwrap();
+        assert!(mem > 1 << 62, "memory.limit_in_bytes {mem}");
+    }
+    finish(t);
+}
+
+/// runc's access strings: any order, and letters other than r, w, m ignored (update.bats uses
+/// "rwa"): the rule denies read and write.
+#[test]
+fn devices_access_letters_as_runc_reads_them() {
+    if cgroup_v2_only() && is_reference_runtime() {
+        eprintln!("skipped: runc refuses letters other than r, w, m on cgroup v2");
+        return;
+    }
+    let t = Ctx::new("devices-rwa");
+    let spec = t
+        .spec()
+        .push("/linux/devices", json!({"path": "/dev/berthdev", "type": "c", "major": 240, "minor": 0, "fileMode": 438}))
+        .push("/linux/resources/devices", json!({"allow": false, "type": "c", "major": 240, "minor": 0, "access": "wra"}))
+        .sh("head -c 1 /dev/berthdev");
+    t.write_spec(&spec);
+    let out = t.run();
+    out.assert_failed();
+    assert!(out.stderr.contains("not permitted"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
 #[test]
 fn devices_cgroup_denies_unlisted_device() {
     let t = Ctx::new("devices-deny");

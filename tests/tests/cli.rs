@@ -30,6 +30,39 @@ fn spec_writes_a_default_config() {
         .assert_failed();
 }
 
+/// `spec` writes what runc 1.1.5's `spec` writes, hostname aside, byte for byte: the bats tests
+/// edit it with jq and expect runc's namespaces (a cgroup namespace only on cgroup2 hosts).
+#[test]
+fn spec_is_runcs_spec() {
+    let runc = std::path::Path::new("/usr/sbin/runc");
+    if !runc.exists() {
+        eprintln!("skipped: no /usr/sbin/runc to compare with");
+        return;
+    }
+    let t = Ctx::new("spec-runc");
+    let reference = Runtime {
+        bin: runc.to_path_buf(),
+        root: t.rt.root.clone(),
+        dir: t.rt.dir.clone(),
+    };
+    for extra in [&[][..], &["--rootless"]] {
+        let mine = t.path(&format!("mine{}", extra.len()));
+        let theirs = t.path(&format!("runc{}", extra.len()));
+        let read = |rt: &Runtime, dir: &std::path::Path| {
+            std::fs::create_dir_all(dir).unwrap();
+            let mut args = vec!["spec"];
+            args.extend_from_slice(extra);
+            args.extend(["--bundle", dir.to_str().unwrap()]);
+            rt.cmd(&args).assert_ok();
+            let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+            let hostname = text.lines().find(|l| l.contains("\"hostname\"")).unwrap();
+            text.replace(hostname, "")
+        };
+        let (a, b) = (read(&t.rt, &mine), read(&reference, &theirs));
+        assert_eq!(a, b, "spec {extra:?} differs from runc's");
+    }
+}
+
 #[test]
 fn spec_rootless_has_a_user_namespace() {
     let t = Ctx::new("spec-rootless");
@@ -169,15 +202,110 @@ fn list_of_empty_root() {
 #[test]
 fn version_and_help() {
     let t = Ctx::new("version");
-    let out = raw(&t, &["--version"]);
-    out.assert_ok();
-    assert!(out.stdout.contains("version"), "{out}");
-    assert!(
-        out.stdout.contains("spec: 1."),
-        "runc prints the spec version: {out}"
-    );
+    for flag in ["--version", "-v"] {
+        let out = raw(&t, &[flag]);
+        out.assert_ok();
+        // runc's three lines, which version.bats checks: "<name> version X.Y.Z", "commit: …",
+        // "spec: X.Y.Z".
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert!(lines.len() >= 3, "{out}");
+        assert!(lines[0].contains(" version "), "{out}");
+        assert!(lines[1].starts_with("commit:"), "{out}");
+        assert!(lines[2].starts_with("spec: 1."), "{out}");
+    }
     raw(&t, &["--help"]).assert_ok();
-    raw(&t, &["no-such-subcommand"]).assert_failed();
+    raw(&t, &["state", "--help"]).assert_ok();
+}
+
+/// runc's exit codes for usage errors: 1, and 3 with "No help topic" for an unknown command
+/// (help.bats checks the text); berth keeps each to one line.
+#[test]
+fn usage_errors_exit_as_runc_does() {
+    let t = Ctx::new("usage");
+    for args in [
+        &["state"][..],
+        &["kill"],
+        &["state", "a", "b"],
+        &["--no-such-flag", "list"],
+        &["list", "--no-such-flag"],
+        &["kill", "a", "KILL", "extra"],
+        &["--log-format", "xml", "list"],
+    ] {
+        let out = t.cmd(args);
+        assert_eq!(out.code, 1, "{out}");
+        out.assert_one_line_error();
+    }
+    for args in [&["no-such-command"][..], &["foo", "-h"], &["foo", "x"]] {
+        let out = t.cmd(args);
+        assert_eq!(out.code, 3, "{out}");
+        assert!(
+            out.stderr.contains("No help topic for 'no-such-command'")
+                || out.stderr.contains("No help topic for 'foo'"),
+            "{out}"
+        );
+        out.assert_one_line_error();
+    }
+}
+
+/// runc's `exec` exits 255 when it fails (any other code is the process's own, so a caller can
+/// tell the two apart); exec.bats checks it.
+#[test]
+fn exec_failure_exits_255() {
+    let t = Ctx::new("exec-255");
+    let out = t.cmd(&["exec", &t.id, "true"]);
+    assert_eq!(out.code, 255, "{out}");
+    out.assert_one_line_error();
+}
+
+/// `--debug` writes logrus-style debug lines: to stderr, or to `--log` (only) when given, as
+/// JSON with `--log-format json` (what debug.bats checks, with runc's own messages).
+#[test]
+fn debug_lines_go_to_stderr_or_the_log() {
+    let t = Ctx::new("debug");
+    t.write_spec(&t.spec().args(&["true"]));
+    let bundle = t.bundle.to_str().unwrap().to_string();
+    let out = t.cmd(&["--debug", "run", "--bundle", &bundle, &t.id]);
+    out.assert_ok();
+    assert!(out.stderr.contains("level=debug"), "{out}");
+
+    let log = t.path("debug.log");
+    let log_s = log.to_str().unwrap();
+    let out = t.cmd(&["--log", log_s, "--debug", "run", "--bundle", &bundle, &t.id]);
+    out.assert_ok();
+    assert!(!out.stderr.contains("level=debug"), "{out}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("level=debug"), "{text}");
+
+    let json = t.path("debug.json");
+    let json_s = json.to_str().unwrap();
+    t.cmd(&[
+        "--log",
+        json_s,
+        "--log-format",
+        "json",
+        "--debug",
+        "run",
+        "--bundle",
+        &bundle,
+        &t.id,
+    ])
+    .assert_ok();
+    let text = std::fs::read_to_string(&json).unwrap();
+    let first = text.lines().next().unwrap_or_else(|| panic!("empty log"));
+    let v: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert_eq!(v["level"], "debug", "{text}");
+    t.assert_no_leftovers(&t.id);
+}
+
+/// runc opens (creates) `--log` at start, whatever the command does; without `--debug` a
+/// command that succeeds writes nothing there.
+#[test]
+fn log_file_is_created_at_start() {
+    let t = Ctx::new("log-created");
+    let log = t.path("created.log");
+    t.cmd(&["--log", log.to_str().unwrap(), "list"]).assert_ok();
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("{log:?}: {e}"));
+    assert_eq!(text, "");
 }
 
 #[test]

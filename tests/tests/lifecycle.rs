@@ -143,6 +143,30 @@ fn kill_by_number() {
     t.assert_no_leftovers(&t.id);
 }
 
+/// Signal 0 is runc's liveness probe (podman uses it): it succeeds while the init exists, in
+/// created and running, and fails once the container has stopped, with runc's "container not
+/// running" (containerd matches that text). With `--all` a stopped container is no error.
+#[test]
+fn kill_0_probes_the_init() {
+    let t = Ctx::new("kill-0");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.create().assert_ok();
+    t.kill("0").assert_ok();
+    assert_eq!(t.status(), "created", "signal 0 must deliver nothing");
+    t.start().assert_ok();
+    t.kill("0").assert_ok();
+    assert_eq!(t.status(), "running");
+    t.kill("KILL").assert_ok();
+    t.wait_status("stopped", Duration::from_secs(5));
+    t.kill("0")
+        .assert_failed()
+        .assert_stderr_mentions(&["container not running"])
+        .assert_one_line_error();
+    t.cmd(&["kill", "--all", &t.id, "0"]).assert_ok();
+    t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
 #[test]
 fn kill_all_reaches_every_process() {
     let t = Ctx::new("kill-all");

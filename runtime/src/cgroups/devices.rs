@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 /// One rule. `kind` is `a`, `b` or `c`; `None` numbers are wildcards; `access` is a subset of
-/// `rwm`.
+/// `rwm`, in that order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     pub allow: bool,
@@ -92,12 +92,12 @@ pub fn rules(spec: Option<&Vec<LinuxDeviceCgroup>>) -> Result<Option<Vec<Rule>>>
                 ))
             }
         };
-        let access = d.access().clone().unwrap_or_else(|| "rwm".into());
-        if access.is_empty() || !access.chars().all(|c| "rwm".contains(c)) {
+        let given = d.access().clone().unwrap_or_else(|| "rwm".into());
+        let Some(access) = access_set(&given) else {
             return Err(err(format!(
-                "device cgroup rule access {access:?} is not valid: use letters of \"rwm\""
+                "device cgroup rule access {given:?} is not valid: it needs one of r, w and m"
             )));
-        }
+        };
         let num = |v: Option<i64>| v.filter(|v| *v >= 0);
         out.push(Rule {
             allow: d.allow(),
@@ -109,6 +109,14 @@ pub fn rules(spec: Option<&Vec<LinuxDeviceCgroup>>) -> Result<Option<Vec<Rule>>>
     }
     out.extend(defaults());
     Ok(Some(out))
+}
+
+/// The access letters of a rule in `rwm` order: any order and repeats are fine and other
+/// letters are ignored, as runc's cgroup v1 code ignores them (`"rwa"` is `"rw"`). `None` when
+/// none of r, w and m is there: such a rule allows or denies nothing.
+fn access_set(access: &str) -> Option<String> {
+    let set: String = "rwm".chars().filter(|c| access.contains(*c)).collect();
+    (!set.is_empty()).then_some(set)
 }
 
 /// cgroup v1: write each rule to `devices.allow` or `devices.deny`, in order.

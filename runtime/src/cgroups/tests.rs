@@ -82,10 +82,24 @@ fn device_rules_append_defaults_and_validate() {
     assert_eq!(rules[0].v1_line(), "a");
     assert_eq!(rules[1].v1_line(), "c 240:* rw");
     assert!(rules.iter().any(|r| r.v1_line() == "c 1:3 rwm"));
-    let res: LinuxResources =
-        serde_json::from_value(serde_json::json!({"devices": [{"allow": true, "access": "rwx"}]}))
-            .unwrap();
-    assert!(devices::rules(res.devices().as_ref()).is_err());
+    // As runc: any order, repeats, and letters other than r, w, m ignored ("rwa" is "rw").
+    let rules = spec_rules(serde_json::json!([
+        {"allow": false, "type": "c", "major": 1, "minor": 11, "access": "rwa"},
+        {"allow": true, "type": "c", "major": 1, "minor": 12, "access": "mwr"},
+        {"allow": true, "type": "b", "major": 8, "minor": 0, "access": "wrw"}
+    ]));
+    assert_eq!(rules[0].v1_line(), "c 1:11 rw");
+    assert_eq!(rules[1].v1_line(), "c 1:12 rwm");
+    assert_eq!(rules[2].v1_line(), "b 8:0 rw");
+    // Nothing of r, w, m: refused.
+    for access in ["", "xa"] {
+        let res: LinuxResources = serde_json::from_value(
+            serde_json::json!({"devices": [{"allow": true, "access": access}]}),
+        )
+        .unwrap();
+        let e = devices::rules(res.devices().as_ref()).unwrap_err();
+        assert!(e.to_string().contains("access"), "{e}");
+    }
 }
 
 /// A tiny interpreter for the instructions `devices::compile` emits, to check the program's

@@ -295,6 +295,12 @@ fn set_memory_and_swap(
     };
     match (limit, swap) {
         (None, None) => Ok(()),
+        // As runc: no memory limit and no word on swap lifts the swap limit too; memsw first,
+        // since memory.limit_in_bytes may not exceed it.
+        (Some(-1), None) if fs::exists(d, "memory.memsw.limit_in_bytes") => {
+            fs::write(d, "memory.memsw.limit_in_bytes", "-1")?;
+            fs::write(d, "memory.limit_in_bytes", "-1")
+        }
         (Some(l), None) => fs::write(d, "memory.limit_in_bytes", &num(l)),
         (None, Some(s)) => fs::write(d, "memory.memsw.limit_in_bytes", &num(s)),
         (Some(l), Some(s)) => {

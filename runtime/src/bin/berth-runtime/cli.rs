@@ -3,19 +3,33 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
+/// `--version`'s text after the program name, in runc's shape: `version`, `commit:` (not
+/// recorded in the build) and `spec:` lines.
+const VERSION: &str = concat!(
+    "version ",
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit: unknown\nspec: 1.2.0"
+);
+
+// Like runc's (Go's flag package), a flag given twice takes the last value; `-v` prints the
+// version as runc's does.
 #[derive(Parser, Debug)]
-#[command(name = "berth-runtime", version = concat!("version ", env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"), about = "Run OCI containers (runc-compatible command line)")]
+#[command(name = "berth-runtime", version = VERSION, disable_version_flag = true, args_override_self = true, about = "Run OCI containers (runc-compatible command line)")]
 pub struct Cli {
+    /// Print the version
+    #[arg(short = 'v', long = "version", action = clap::ArgAction::Version)]
+    pub version: Option<bool>,
     /// Root directory for storage of container state
     #[arg(long, global = true, default_value = "/run/berth-runtime")]
     pub root: PathBuf,
-    /// Log file (errors and warnings are appended; containerd and podman read it)
+    /// Log file, opened (created) at start: errors, warnings and, with --debug, debug lines are
+    /// appended (containerd reads the last error with --log-format json). Default: stderr
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
     /// Log format: text or json
     #[arg(long = "log-format", global = true, default_value = "text")]
     pub log_format: String,
-    /// Enable debug logging
+    /// Enable debug logging (to --log, or to stderr)
     #[arg(long, global = true)]
     pub debug: bool,
     /// Use systemd for cgroups (not supported: berth-runtime uses cgroupfs)
@@ -82,6 +96,7 @@ pub enum Command {
         #[arg(short, long)]
         all: bool,
         id: String,
+        /// Signal name or number; 0 sends nothing and only checks that the init runs
         #[arg(default_value = "SIGTERM", allow_hyphen_values = true)]
         signal: String,
     },
@@ -213,11 +228,12 @@ pub struct UpdateArgs {
     pub blkio_weight: Option<u16>,
     #[arg(long = "cpu-period")]
     pub cpu_period: Option<u64>,
-    #[arg(long = "cpu-quota")]
+    /// CPU CFS quota in microseconds; -1 for none
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
     pub cpu_quota: Option<i64>,
     #[arg(long = "cpu-rt-period")]
     pub cpu_rt_period: Option<u64>,
-    #[arg(long = "cpu-rt-runtime")]
+    #[arg(long = "cpu-rt-runtime", allow_negative_numbers = true)]
     pub cpu_rt_runtime: Option<i64>,
     #[arg(long = "cpu-share")]
     pub cpu_share: Option<u64>,
@@ -225,14 +241,23 @@ pub struct UpdateArgs {
     pub cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems")]
     pub cpuset_mems: Option<String>,
-    /// Memory limit (in bytes, or with a k/m/g suffix)
-    #[arg(long)]
+    /// Memory limit (in bytes, or with a k/m/g/t/p suffix); -1 for none
+    #[arg(long, allow_hyphen_values = true)]
     pub memory: Option<String>,
-    #[arg(long = "memory-reservation")]
+    /// Memory soft limit; -1 for none
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
     pub memory_reservation: Option<String>,
-    #[arg(long = "memory-swap")]
+    /// Memory plus swap limit; -1 for unlimited swap
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
     pub memory_swap: Option<String>,
-    #[arg(long = "pids-limit")]
+    /// Kernel memory limit (obsolete: ignored with a warning, as runc does)
+    #[arg(long = "kernel-memory", allow_hyphen_values = true, hide = true)]
+    pub kernel_memory: Option<String>,
+    /// Kernel TCP memory limit (obsolete: ignored with a warning, as runc does)
+    #[arg(long = "kernel-memory-tcp", allow_hyphen_values = true, hide = true)]
+    pub kernel_memory_tcp: Option<String>,
+    /// Maximum number of pids; -1 for none
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pub pids_limit: Option<i64>,
     pub id: String,
 }

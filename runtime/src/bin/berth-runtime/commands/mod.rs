@@ -17,6 +17,12 @@ pub fn run(cli: &Cli) -> Result<i32> {
         bail!("--systemd-cgroup is not supported: berth-runtime manages cgroups through cgroupfs (use the cgroupfs cgroup manager)");
     }
     let root = &cli.root;
+    berth_runtime::log::debug(&format!(
+        "berth-runtime {} (root {}): {:?}",
+        env!("CARGO_PKG_VERSION"),
+        root.display(),
+        cli.command
+    ));
     match &cli.command {
         Command::Create(a) => create::create(root, a).map(|_| 0),
         Command::Run {
@@ -33,7 +39,11 @@ pub fn run(cli: &Cli) -> Result<i32> {
             Ok(0)
         }
         Command::Kill { all, id, signal } => {
-            let sig = berth_runtime::signal::parse(signal)?;
+            // Signal 0 is the liveness probe: nothing is sent, the init's existence is checked.
+            let sig = match signal.trim() {
+                "0" => None,
+                s => Some(berth_runtime::signal::parse(s)?),
+            };
             container::kill::kill(root, id, sig, *all)?;
             Ok(0)
         }
