@@ -194,6 +194,10 @@ fn init(
         })?;
         // Hooks and everything after may look at our cgroup.
         chan.wait_cgroup()?;
+        // createContainer hooks run in the rootfs, as in runc (hooks written for runc use
+        // relative paths such as `./lib/...`); the runtime was started somewhere else.
+        nix::unistd::chdir(a.rootfs)
+            .map_err(|err| Error::Other(format!("chdir to the rootfs {:?}: {err}", a.rootfs)))?;
         let state = &a.state_json;
         let hooks_cfg = spec.hooks().as_ref();
         hooks::run_all(
