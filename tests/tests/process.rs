@@ -50,6 +50,18 @@ fn cwd() {
     assert_eq!(run_sh(&t, t.spec().cwd("/tmp"), "pwd").trim(), "/tmp");
 }
 
+/// The cwd is entered before the process drops to its user (as in runc): the busybox `/root`
+/// is root's, mode 0700, and a process of uid 42 without capabilities still starts in it.
+#[test]
+fn cwd_only_root_may_enter_works_for_another_user() {
+    let t = Ctx::new("cwd-root-only");
+    let spec = t.spec().cwd("/root").user(42, 42);
+    assert_eq!(
+        run_sh(&t, spec, "pwd; ls . 2>&1 >/dev/null | grep -c denied").trim(),
+        "/root\n1"
+    );
+}
+
 #[test]
 fn cwd_is_created_if_missing() {
     let t = Ctx::new("cwd-create");

@@ -92,8 +92,9 @@ pub fn set_personality(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The AppArmor profile for the coming exec, rlimits, no_new_privs, capabilities, uid/gid/groups,
-/// umask and cwd, in that order. Returns warnings for settings the host did not allow.
+/// The AppArmor profile for the coming exec, rlimits, no_new_privs, cwd, capabilities,
+/// uid/gid/groups and umask, in that order (the cwd entered again as the user if root may not).
+/// Returns warnings for settings the host did not allow.
 pub fn apply_process_attributes(
     process: &Process,
     userns_denies_setgroups: bool,
@@ -116,6 +117,22 @@ pub fn apply_process_attributes(
             )));
         }
     }
+    // The cwd is entered while we are still root with every capability, so a directory only
+    // root may enter works (as in runc). If even root is refused (a directory on a root-squashed
+    // or id-mapped mount that only the container user may enter), try again as that user.
+    let cwd = process.cwd();
+    let cwd_failed = |e: nix::errno::Errno| {
+        Error::Other(format!(
+            "chdir to cwd {cwd:?} set in config.json failed: {e}"
+        ))
+    };
+    let chdir_as_user = !cwd.as_os_str().is_empty()
+        && match nix::unistd::chdir(cwd.as_path()) {
+            Ok(()) => false,
+            Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => true,
+            Err(e) => return Err(cwd_failed(e)),
+        };
+
     let empty = LinuxCapabilities::default();
     let empty = clear_caps(empty);
     let caps = process.capabilities().as_ref().unwrap_or(&empty);
@@ -143,18 +160,15 @@ pub fn apply_process_attributes(
     let uid = nix::unistd::Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid)
         .map_err(|e| Error::Other(format!("setuid {}: {e}", user.uid())))?;
+    if chdir_as_user {
+        nix::unistd::chdir(cwd.as_path()).map_err(cwd_failed)?;
+    }
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     capabilities::apply(caps)?;
 
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(user.umask().unwrap_or(0o022) as libc::mode_t) };
-    let cwd = process.cwd();
-    if let Err(e) = nix::unistd::chdir(cwd.as_path()) {
-        return Err(Error::Other(format!(
-            "chdir to cwd {cwd:?} set in config.json failed: {e}"
-        )));
-    }
     Ok(warnings)
 }
 
