@@ -393,3 +393,27 @@ fn terminal_with_console_socket() {
     t.delete().assert_ok();
     t.assert_no_leftovers(&t.id);
 }
+
+/// runc's tty.bats "tty owner": the terminal belongs to the process's uid; its group stays the
+/// one devpts gives (`gid=5` in the config).
+#[test]
+fn terminal_is_owned_by_the_container_user() {
+    let t = Ctx::new("tty-owner");
+    let console = ConsoleSocket::new(t.path("console.sock"), std::time::Duration::from_secs(10));
+    t.write_spec(
+        &t.spec()
+            .set("/process/terminal", json!(true))
+            .user(1000, 100)
+            .sh("echo owner=$(stat -c %u:%g $(tty))"),
+    );
+    let sock = console.path.display().to_string();
+    let b = t.bundle.display().to_string();
+    t.cmd(&["create", "--bundle", &b, "--console-socket", &sock, &t.id])
+        .assert_ok();
+    t.start().assert_ok();
+    let out = console.join().expect("pty master received");
+    assert!(out.contains("owner=1000:5"), "{out:?}");
+    t.wait_status("stopped", std::time::Duration::from_secs(5));
+    t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}

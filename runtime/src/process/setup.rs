@@ -139,6 +139,7 @@ pub fn apply_process_attributes(
     capabilities::drop_bounding(caps)?;
 
     let user = process.user();
+    chown_stdio(user.uid())?;
     if let Some(gids) = user.additional_gids() {
         if !userns_denies_setgroups {
             let gids: Vec<nix::unistd::Gid> = gids
@@ -170,6 +171,45 @@ pub fn apply_process_attributes(
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(user.umask().unwrap_or(0o022) as libc::mode_t) };
     Ok(warnings)
+}
+
+/// Gives the container user its stdio (runc's `fixStdioPermissions`): a terminal, pipe or file
+/// on fd 0–2 not yet owned by `uid` is chowned to it (keeping its group, which for a pty is the
+/// devpts `gid=` option), so that the process can reopen `/dev/stdout` or `/proc/self/fd/1` and
+/// use its own terminal. `/dev/null` is left alone, and so is what we may not change: a group
+/// not mapped in a user namespace (EINVAL), an owner we have no right over (EPERM), a
+/// read-only filesystem (EROFS).
+fn chown_stdio(uid: u32) -> Result<()> {
+    // SAFETY: stat is plain data; zeroed is a valid value that the calls below overwrite.
+    let mut null: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat writes into `null`, which outlives the call; the path is NUL-terminated.
+    let null_rdev =
+        (unsafe { libc::stat(c"/dev/null".as_ptr(), &mut null) } == 0).then_some(null.st_rdev);
+    for fd in 0..3 {
+        // SAFETY: as above.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into `st`; a closed descriptor only gives EBADF.
+        if unsafe { libc::fstat(fd, &mut st) } < 0 {
+            continue;
+        }
+        let is_null = st.st_mode & libc::S_IFMT == libc::S_IFCHR && Some(st.st_rdev) == null_rdev;
+        if st.st_uid == uid || is_null {
+            continue;
+        }
+        // SAFETY: fchown on a standard descriptor with plain integer ids.
+        if unsafe { libc::fchown(fd, uid, st.st_gid) } < 0 {
+            let err = std::io::Error::last_os_error();
+            if !matches!(
+                err.raw_os_error(),
+                Some(libc::EINVAL | libc::EPERM | libc::EROFS)
+            ) {
+                return Err(Error::Other(format!(
+                    "chown stdio fd {fd} to uid {uid}: {err}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn clear_caps(c: LinuxCapabilities) -> LinuxCapabilities {
