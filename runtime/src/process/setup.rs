@@ -107,7 +107,7 @@ pub fn apply_process_attributes(
     {
         crate::apparmor::apply_on_exec(p).map_err(Error::Other)?;
     }
-    let warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
+    let mut warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
@@ -136,6 +136,8 @@ pub fn apply_process_attributes(
     let empty = LinuxCapabilities::default();
     let empty = clear_caps(empty);
     let caps = process.capabilities().as_ref().unwrap_or(&empty);
+    let unavailable = capabilities::unavailable(caps);
+    warnings.extend(capabilities::unavailable_warning(unavailable));
     capabilities::drop_bounding(caps)?;
 
     let user = process.user();
@@ -166,7 +168,7 @@ pub fn apply_process_attributes(
     }
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    capabilities::apply(caps)?;
+    warnings.extend(capabilities::apply_with_warnings(caps, unavailable)?);
 
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(user.umask().unwrap_or(0o022) as libc::mode_t) };
