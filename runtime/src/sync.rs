@@ -5,6 +5,7 @@
 //!
 //! | step | direction | message | meaning |
 //! | ---- | --------- | ------- | ------- |
+//! | 1a | parent → init | `BindSource` + fd | a bind source opened with the host's rights (see `rootfs::BindSources`), once per such mount, before step 1 |
 //! | 1 | parent → init | `Proceed` | uid/gid maps written, init placed in its cgroup |
 //! | 2 | init → parent | `RuntimeHooks` | namespaces exist: run prestart + createRuntime hooks |
 //! | 3 | parent → init | `HooksDone` | hooks ran |
@@ -33,6 +34,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Msg {
     Proceed,
+    /// Parent to init, with a descriptor: the source of bind mount number `index` of the spec.
+    BindSource {
+        index: usize,
+    },
     RuntimeHooks,
     HooksDone,
     ConsoleFd,

@@ -9,7 +9,7 @@ use crate::process::init::{self, InitArgs};
 use crate::seccomp::Filter;
 use crate::state::{State, Status, START_SOCKET};
 use crate::sync::{Channel, Msg};
-use crate::{hooks, rlimits, seccomp, spec, state, tty, utils, Error, Result};
+use crate::{hooks, rlimits, rootfs, seccomp, spec, state, tty, utils, Error, Result};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -188,6 +188,13 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
     let drive = || -> Result<State> {
         if clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
             write_id_maps(pid, &spec)?;
+            // The init, born in a user namespace, may not reach bind sources that only the
+            // host's root may: open them for it in its mount namespace (as runc does).
+            if clone_flags.contains(CloneFlags::CLONE_NEWNS) && rootfs::sources::wanted(&spec) {
+                rootfs::sources::open_in_mount_ns(&spec, pid, &|index, fd| {
+                    let _ = parent_chan.send_with_fd(&Msg::BindSource { index }, Some(fd));
+                });
+            }
         }
         // Let the init start on its namespaces and mounts while we put it in its cgroup: on cgroup
         // v1 the first write to cgroup.procs waits out an RCU grace period (milliseconds), and the

@@ -129,7 +129,7 @@ fn init(
     if let Some(cg) = &a.join_cgroup_v1 {
         cg.join_self_v1()?;
     }
-    chan.expect(Msg::Proceed)?;
+    let bind_sources = receive_bind_sources(chan)?;
     a.plan.join_types(&[
         LinuxNamespaceType::User,
         LinuxNamespaceType::Ipc,
@@ -188,7 +188,7 @@ fn init(
     }
 
     if a.plan.creates(LinuxNamespaceType::Mount) || a.plan.joins(LinuxNamespaceType::Mount) {
-        rootfs::prepare_with(spec, a.rootfs, &mut || {
+        rootfs::prepare_with(spec, a.rootfs, &bind_sources, &mut || {
             chan.wait_cgroup()
                 .map_err(|err| rootfs::RootfsError::Other(err.to_string()))
         })?;
@@ -307,6 +307,28 @@ fn init(
         f.load()?;
     }
     Err(setup::exec(&program))
+}
+
+/// Waits for the first `Proceed`, keeping the bind sources the parent sends before it.
+fn receive_bind_sources(chan: &Channel) -> Result<rootfs::BindSources> {
+    let mut sources = rootfs::BindSources::none();
+    loop {
+        match chan.recv()? {
+            Some((Msg::BindSource { index }, Some(fd))) => sources.insert(index, fd),
+            Some((Msg::Proceed, _)) => return Ok(sources),
+            Some((Msg::Error(e), _)) => return Err(Error::Other(e)),
+            Some((m, _)) => {
+                return Err(Error::Other(format!(
+                    "protocol error: expected Proceed, got {m:?}"
+                )))
+            }
+            None => {
+                return Err(Error::Other(
+                    "protocol error: expected Proceed, the other side closed".into(),
+                ))
+            }
+        }
+    }
 }
 
 /// A new session keyring, so the container does not see the caller's keys (as runc does).
