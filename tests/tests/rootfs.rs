@@ -185,6 +185,45 @@ fn bind_source_below_a_root_only_directory_in_a_user_namespace() {
     assert_eq!(out.stdout, "below root-only\n", "{out}");
 }
 
+/// A relative bind source is the bundle's (runc runs in the bundle), wherever the runtime was
+/// started (here: the test's dir, the bundle's parent, which has no `data`), also in a user
+/// namespace below a directory only the host's root may enter (runc's userns.bats).
+#[test]
+fn relative_bind_source_is_in_the_bundle() {
+    let t = Ctx::new("bind-rel");
+    let data = t.bundle.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "in the bundle\n").unwrap();
+    let spec = t
+        .spec()
+        .mount("/tmp/data", "bind", "data", &["rbind", "ro"]);
+    let out = run_sh(&t, spec.clone(), "cat /tmp/data/f");
+    out.assert_ok();
+    assert_eq!(out.stdout, "in the bundle\n", "{out}");
+
+    let private = t.bundle.join("private");
+    fs::create_dir_all(private.join("shared")).unwrap();
+    fs::write(private.join("shared/f"), "below root-only\n").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mounts: Vec<_> = spec.0["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "cgroup")
+        .cloned()
+        .collect();
+    let spec = spec
+        .namespace("user", None)
+        .set("/linux/uidMappings", map.clone())
+        .set("/linux/gidMappings", map)
+        .set("/mounts", json!(mounts))
+        .mount("/tmp/shared", "bind", "private/shared", &["rbind", "ro"]);
+    let out = run_sh(&t, spec, "cat /tmp/data/f /tmp/shared/f");
+    out.assert_ok();
+    assert_eq!(out.stdout, "in the bundle\nbelow root-only\n", "{out}");
+}
+
 #[test]
 fn bind_mount_of_a_file() {
     let t = Ctx::new("bind-file");

@@ -161,6 +161,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
             drop(parent_chan);
             let args = InitArgs {
                 spec: &spec,
+                bundle: &bundle,
                 rootfs: &rootfs,
                 plan: &plan,
                 unshare,
@@ -191,7 +192,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
             // The init, born in a user namespace, may not reach bind sources that only the
             // host's root may: open them for it in its mount namespace (as runc does).
             if clone_flags.contains(CloneFlags::CLONE_NEWNS) && rootfs::sources::wanted(&spec) {
-                rootfs::sources::open_in_mount_ns(&spec, pid, &|index, fd| {
+                rootfs::sources::open_in_mount_ns(&spec, &bundle, pid, &|index, fd| {
                     let _ = parent_chan.send_with_fd(&Msg::BindSource { index }, Some(fd));
                 });
             }

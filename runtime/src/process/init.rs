@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 /// What the init needs, prepared by `create` before the clone.
 pub struct InitArgs<'a> {
     pub spec: &'a Spec,
+    /// The bundle directory (absolute): relative bind sources are its, as in runc.
+    pub bundle: &'a Path,
     pub rootfs: &'a Path,
     pub plan: &'a Plan,
     /// Namespaces the init unshares itself (after joining those of `plan.join`).
@@ -125,6 +127,11 @@ fn init(
 ) -> Result<Never> {
     let spec = a.spec;
     let process = spec.process().as_ref().expect("validated: process present");
+    // runc resolves relative bind sources in the bundle (it runs there), whatever directory the
+    // runtime was started in. An init born in a user namespace may not be able to enter it; it
+    // then gets its bind sources from the runtime (`rootfs::sources`), and nothing else here
+    // depends on the cwd.
+    let _ = nix::unistd::chdir(a.bundle);
 
     if let Some(cg) = &a.join_cgroup_v1 {
         cg.join_self_v1()?;

@@ -56,19 +56,25 @@ fn is_bind(m: &Mount) -> bool {
         .is_ok_and(|o| o.is_bind())
 }
 
-/// Whether `spec` has a bind mount with an absolute source (what [`open_in_mount_ns`] opens).
+/// Whether `spec` has a bind mount (with a source).
 pub fn wanted(spec: &Spec) -> bool {
     spec.mounts()
         .iter()
         .flatten()
-        .any(|m| is_bind(m) && m.source().as_deref().is_some_and(Path::is_absolute))
+        .any(|m| is_bind(m) && m.source().is_some())
 }
 
-/// Runtime side: in a helper process that enters the mount namespace of `pid`, opens the
-/// absolute source of every bind mount of `spec` and passes it to `send` with the mount's index.
+/// Runtime side: in a helper process that enters the mount namespace of `pid`, opens the source
+/// of every bind mount of `spec` (a relative one in `bundle`, as the init would) and passes it
+/// to `send` with the mount's index.
 /// A source that cannot be opened (or sent) is left out: the init then looks it up itself, and
 /// reports why if that fails too. Returns once the helper is done.
-pub fn open_in_mount_ns(spec: &Spec, pid: i32, send: &dyn Fn(usize, BorrowedFd<'_>)) {
+pub fn open_in_mount_ns(
+    spec: &Spec,
+    bundle: &Path,
+    pid: i32,
+    send: &dyn Fn(usize, BorrowedFd<'_>),
+) {
     // SAFETY: the helper only makes system calls (open, setns, sendmsg through `send`) and
     // small allocations, then leaves with `_exit`; the parent waits for it below.
     match unsafe { fork() } {
@@ -81,13 +87,15 @@ pub fn open_in_mount_ns(spec: &Spec, pid: i32, send: &dyn Fn(usize, BorrowedFd<'
             .and_then(|ns| setns(ns, CloneFlags::CLONE_NEWNS));
             if entered.is_ok() {
                 for (i, m) in spec.mounts().iter().flatten().enumerate() {
-                    let Some(src) = m.source().as_deref().filter(|s| s.is_absolute()) else {
+                    // Entering a mount namespace moved our cwd to its root: join relative paths.
+                    let Some(src) = m.source().as_deref().map(|s| bundle.join(s)) else {
                         continue;
                     };
                     if !is_bind(m) {
                         continue;
                     }
-                    if let Ok(fd) = open(src, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()) {
+                    let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+                    if let Ok(fd) = open(src.as_path(), flags, Mode::empty()) {
                         use std::os::fd::AsFd;
                         send(i, fd.as_fd());
                     }
