@@ -9,7 +9,8 @@
 //!
 //! Where the host allows less than the spec asks (this machine has no `CAP_SYS_RESOURCE` in its
 //! bounding set, see DESIGN.md), the process keeps what it can have instead of failing:
-//! [`apply_with_warnings`] says what was left out.
+//! [`unavailable`] names what the host cannot grant at all (one warning), and
+//! [`apply_with_warnings`] what else was left out.
 
 use crate::{Error, Result};
 use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities};
@@ -81,6 +82,42 @@ fn mask(set: &Option<Capabilities>, last: u8) -> u64 {
         .fold(0, |m, n| m | (1u64 << n))
 }
 
+/// Capabilities of any set of `caps` that this host cannot grant at all: unknown to the kernel
+/// (above `cap_last_cap`) or outside the calling process's bounding set. Call it before
+/// [`drop_bounding`], while the bounding set is still the host's.
+pub fn unavailable(caps: &LinuxCapabilities) -> u64 {
+    let last = last_cap();
+    unavailable_in(caps, last, read_bounding(last))
+}
+
+/// [`unavailable`] for a kernel whose last capability is `last` and a bounding set `bounding`.
+fn unavailable_in(caps: &LinuxCapabilities, last: u8, bounding: u64) -> u64 {
+    [
+        caps.bounding(),
+        caps.effective(),
+        caps.permitted(),
+        caps.inheritable(),
+        caps.ambient(),
+    ]
+    .into_iter()
+    .flatten()
+    .flatten()
+    .map(|c| number(*c))
+    .filter(|n| *n > last || bounding & (1u64 << n) == 0)
+    .fold(0, |m, n| m | (1u64 << n))
+}
+
+/// The one warning for [`unavailable`] capabilities (the runtime spec: a capability that
+/// cannot be granted is logged as a warning, and the container runs without it).
+pub fn unavailable_warning(missing: u64) -> Option<String> {
+    (missing != 0).then(|| {
+        format!(
+            "capabilities: ignoring {}: unknown to this kernel or outside the host's bounding set",
+            names(missing)
+        )
+    })
+}
+
 /// Drops from the bounding set every capability not in `caps.bounding`.
 pub fn drop_bounding(caps: &LinuxCapabilities) -> Result<()> {
     let last = last_cap();
@@ -106,7 +143,7 @@ pub fn drop_bounding(caps: &LinuxCapabilities) -> Result<()> {
 /// Capabilities the host does not allow are left out rather than failing; use
 /// [`apply_with_warnings`] to learn which.
 pub fn apply(caps: &LinuxCapabilities) -> Result<()> {
-    apply_with_warnings(caps).map(|_| ())
+    apply_with_warnings(caps, 0).map(|_| ())
 }
 
 /// [`apply`], returning one warning per set in which the host refused some capabilities.
@@ -116,8 +153,12 @@ pub fn apply(caps: &LinuxCapabilities) -> Result<()> {
 ///   for inheritable, its inheritable set plus the bounding set (with `CAP_SETPCAP` effective)
 ///   or plus the permitted capabilities within the bounding set (without);
 /// - ambient is cleared, then each listed capability raised; one that is not both permitted and
-///   inheritable cannot be ambient and is skipped (runc warns and carries on the same way).
-pub fn apply_with_warnings(caps: &LinuxCapabilities) -> Result<Vec<String>> {
+///   inheritable cannot be ambient and is skipped. As runc, silently where the spec itself does
+///   not list it as both (runc's own `spec` asks for ambient capabilities and no inheritable
+///   ones); with a warning where the host refused it.
+///
+/// Capabilities in `warned` (see [`unavailable`]) were already reported and are not again.
+pub fn apply_with_warnings(caps: &LinuxCapabilities, warned: u64) -> Result<Vec<String>> {
     let last = last_cap();
     let (cur_eff, cur_prm, cur_inh) = capget()?;
     let bounding = read_bounding(last);
@@ -145,10 +186,10 @@ pub fn apply_with_warnings(caps: &LinuxCapabilities) -> Result<Vec<String>> {
         ("effective", want_eff, eff),
         ("inheritable", want_inh, inh),
     ] {
-        if want != got {
+        if (want & !got) & !warned != 0 {
             warnings.push(format!(
                 "capabilities: {} not available to the {set} set on this host, left out",
-                names(want & !got)
+                names(want & !got & !warned)
             ));
         }
     }
@@ -194,6 +235,7 @@ pub fn apply_with_warnings(caps: &LinuxCapabilities) -> Result<Vec<String>> {
             refused |= 1 << n;
         }
     }
+    refused &= want_prm & want_inh & !warned;
     if refused != 0 {
         warnings.push(format!(
             "capabilities: cannot raise ambient {} (must be both permitted and inheritable), left out",

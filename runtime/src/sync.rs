@@ -5,6 +5,7 @@
 //!
 //! | step | direction | message | meaning |
 //! | ---- | --------- | ------- | ------- |
+//! | 1a | parent → init | `BindSource` + fd | a bind source opened with the host's rights (see `rootfs::BindSources`), once per such mount, before step 1 |
 //! | 1 | parent → init | `Proceed` | uid/gid maps written, init placed in its cgroup |
 //! | 2 | init → parent | `RuntimeHooks` | namespaces exist: run prestart + createRuntime hooks |
 //! | 3 | parent → init | `HooksDone` | hooks ran |
@@ -12,6 +13,12 @@
 //! | 5 | init → parent | `SeccompFd` + fd | the seccomp notify fd, for `listenerPath` |
 //! | 6 | init → parent | `Ready` | set up, waiting on the start socket; warnings to print |
 //! | any | init → parent | `Error` | what failed, so `create` reports the real reason |
+//!
+//! Every failure of the init reaches the parent as its own `Error`: failed steps return it,
+//! and a panic sends it from the panic hook (`process::init`). The init may die with messages
+//! of the parent still unread; the kernel then gives the parent `ECONNRESET` before the
+//! init's last messages, which [`Channel::recv`] reads past. A step of the parent that fails
+//! because the init is gone yields to the init's error ([`Channel::pending_error`]).
 //!
 //! The same channel serves `exec`, where only steps 4–6 happen (plus `Error`).
 
@@ -22,11 +29,15 @@ use nix::sys::socket::{
 };
 use serde::{Deserialize, Serialize};
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Msg {
     Proceed,
+    /// Parent to init, with a descriptor: the source of bind mount number `index` of the spec.
+    BindSource {
+        index: usize,
+    },
     RuntimeHooks,
     HooksDone,
     ConsoleFd,
@@ -97,30 +108,34 @@ impl Channel {
     }
 
     pub fn send_with_fd(&self, msg: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<()> {
-        let data =
-            serde_json::to_vec(msg).map_err(|e| Error::Other(format!("encode {msg:?}: {e}")))?;
-        let iov = [IoSlice::new(&data)];
-        let fds;
-        let cmsgs: &[ControlMessage] = match fd {
-            Some(fd) => {
-                fds = [fd.as_raw_fd()];
-                &[ControlMessage::ScmRights(&fds)]
-            }
-            None => &[],
-        };
-        sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &iov,
-            cmsgs,
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        )
-        .map_err(|e| Error::Other(format!("send {msg:?} to the other side: {e}")))?;
-        Ok(())
+        send_on(self.fd.as_fd(), msg, fd)
+    }
+
+    /// The socket, for a panic hook that must report on it without owning the channel.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     /// Receives one message. `Ok(None)` means the other side closed (exited or exec'd).
     pub fn recv(&self) -> Result<Option<(Msg, Option<OwnedFd>)>> {
+        self.recv_flags(MsgFlags::empty())
+    }
+
+    /// The `Error` the other side sent, if one is waiting to be read (without blocking).
+    ///
+    /// A step of ours that fails because the other side is gone (a write to its `/proc/<pid>`
+    /// files, a send) must not hide why it is gone: the caller reports this error instead.
+    pub fn pending_error(&self) -> Option<String> {
+        loop {
+            match self.recv_flags(MsgFlags::MSG_DONTWAIT) {
+                Ok(Some((Msg::Error(e), _))) => return Some(e),
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    fn recv_flags(&self, flags: MsgFlags) -> Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut cmsg = nix::cmsg_space!([RawFd; 1]);
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -129,9 +144,16 @@ impl Channel {
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+                MsgFlags::MSG_CMSG_CLOEXEC | flags,
             ) {
                 Err(nix::errno::Errno::EINTR) => continue,
+                // The other side closed while a message of ours was still unread in its queue
+                // (it failed before reading it): the kernel reports that once, ahead of what
+                // the other side sent before closing, typically its `Error`. Read on.
+                Err(nix::errno::Errno::ECONNRESET) => continue,
+                Err(nix::errno::Errno::EAGAIN) if flags.contains(MsgFlags::MSG_DONTWAIT) => {
+                    return Err(Error::Other("nothing to receive".into()))
+                }
                 r => {
                     break r
                         .map_err(|e| Error::Other(format!("receive from the other side: {e}")))?
@@ -192,10 +214,26 @@ impl Channel {
     }
 }
 
+/// Sends one message (and maybe a descriptor) on a sync socket.
+pub fn send_on(sock: BorrowedFd<'_>, msg: &Msg, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+    let data = serde_json::to_vec(msg).map_err(|e| Error::Other(format!("encode {msg:?}: {e}")))?;
+    let iov = [IoSlice::new(&data)];
+    let fds;
+    let cmsgs: &[ControlMessage] = match fd {
+        Some(fd) => {
+            fds = [fd.as_raw_fd()];
+            &[ControlMessage::ScmRights(&fds)]
+        }
+        None => &[],
+    };
+    sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None)
+        .map_err(|e| Error::Other(format!("send {msg:?} to the other side: {e}")))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn messages_and_fds_cross() {
@@ -231,5 +269,34 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/proc"));
+    }
+
+    #[test]
+    fn error_of_a_side_that_closed_with_unread_messages_is_read() {
+        // The init failed before reading `CgroupJoined` and exited after sending its error: the
+        // parent must get that error, not ECONNRESET.
+        let (parent, init) = Channel::pair().unwrap();
+        parent.send(&Msg::CgroupJoined).unwrap();
+        init.send(&Msg::Error("mount \"/x\": No such device".into()))
+            .unwrap();
+        drop(init);
+        let err = parent.expect(Msg::HooksDone).unwrap_err().to_string();
+        assert_eq!(err, "mount \"/x\": No such device");
+        assert!(parent.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn pending_error_skips_other_messages_and_does_not_block() {
+        let (parent, init) = Channel::pair().unwrap();
+        assert_eq!(parent.pending_error(), None);
+        parent.send(&Msg::Proceed).unwrap();
+        init.send(&Msg::RuntimeHooks).unwrap();
+        init.send(&Msg::Error("setuid 500: EINVAL".into())).unwrap();
+        drop(init);
+        assert_eq!(
+            parent.pending_error().as_deref(),
+            Some("setuid 500: EINVAL")
+        );
+        assert_eq!(parent.pending_error(), None);
     }
 }

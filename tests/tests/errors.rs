@@ -289,3 +289,114 @@ fn bad_cgroup_resource_value() {
     t.run().assert_failed();
     t.assert_no_leftovers(&t.id);
 }
+
+/// A failure of the container's init, whatever step it is at, reaches the user as the init's
+/// own one-line error (never as the parent's view of a closed channel, such as ECONNRESET), and
+/// nothing is left behind.
+#[track_caller]
+fn init_failure_is_reported(name: &str, spec: impl FnOnce(&Ctx) -> Spec, nouns: &[&str]) {
+    let t = Ctx::new(name);
+    t.write_spec(&spec(&t));
+    for out in [t.create(), t.run()] {
+        out.assert_failed()
+            .assert_stderr_mentions(nouns)
+            .assert_one_line_error();
+        assert!(
+            !out.stderr.contains("ECONNRESET")
+                && !out.stderr.contains("reset by peer")
+                && !out.stderr.contains("other side"),
+            "the parent's view instead of the init's error: {out}"
+        );
+        t.assert_no_leftovers(&t.id);
+    }
+}
+
+#[test]
+fn init_failure_mount_of_an_unknown_filesystem() {
+    init_failure_is_reported(
+        "if-mount",
+        |t| t.spec().mount("/x", "berthbogusfs", "none", &[]),
+        &["no such device"],
+    );
+}
+
+#[test]
+fn init_failure_missing_bind_source() {
+    init_failure_is_reported(
+        "if-bind",
+        |t| {
+            let src = t.path("no-such-source");
+            t.spec()
+                .mount("/x", "bind", src.to_str().unwrap(), &["rbind"])
+        },
+        &["no-such-source"],
+    );
+}
+
+#[test]
+fn init_failure_cwd_that_is_a_file() {
+    // runc: "mkdir /bin/busybox: not a directory"
+    init_failure_is_reported(
+        "if-cwd",
+        |t| t.spec().cwd("/bin/busybox"),
+        &["cwd", "/bin/busybox"],
+    );
+}
+
+#[test]
+fn init_failure_user_not_mapped_in_the_user_namespace() {
+    init_failure_is_reported(
+        "if-user",
+        |t| {
+            let map = json!([{"containerID": 0, "hostID": 100000, "size": 10}]);
+            let mounts: Vec<_> = t.spec().0["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["type"] != "cgroup")
+                .cloned()
+                .collect();
+            t.spec()
+                .namespace("user", None)
+                .set("/linux/uidMappings", map.clone())
+                .set("/linux/gidMappings", map)
+                .set("/mounts", json!(mounts))
+                .user(500, 0)
+        },
+        // runc: "unable to setup user: invalid argument"
+        &["uid", "user"],
+    );
+}
+
+#[test]
+fn init_failure_rlimit_soft_above_hard() {
+    init_failure_is_reported(
+        "if-rlimit",
+        |t| {
+            t.spec().set(
+                "/process/rlimits",
+                json!([{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]),
+            )
+        },
+        &["rlimit"],
+    );
+}
+
+/// The program is found and executable, but execve fails (its interpreter is missing): that
+/// comes after `start` released the init, and `start`/`run` report it.
+#[test]
+fn exec_failure_of_the_program_is_reported() {
+    let t = Ctx::new("exec-fail");
+    let rootfs = t.writable_rootfs();
+    let script = rootfs.join("bad-interp");
+    std::fs::write(&script, "#!/no/such/interpreter\necho hi\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    t.write_spec(&t.spec_writable().args(&["/bad-interp"]));
+    t.run()
+        .assert_failed()
+        .assert_stderr_mentions(&["/bad-interp"])
+        .assert_stderr_mentions(&["no such file"])
+        .assert_one_line_error();
+    t.assert_no_leftovers(&t.id);
+}

@@ -168,3 +168,25 @@ fn failing_poststop_hook_does_not_block_delete() {
     t.delete().assert_ok();
     t.assert_no_leftovers(&t.id);
 }
+
+/// runc runs createContainer hooks in the rootfs (hooks written for it use paths such as
+/// `./lib`), wherever the runtime itself was started.
+#[test]
+fn create_container_hook_runs_in_the_rootfs() {
+    let t = Ctx::new("hook-cc-cwd");
+    let f = t.path("cwd.txt");
+    t.write_spec(&t.spec().hook(
+        "createContainer",
+        "/bin/sh",
+        &["sh", "-c", &format!("pwd -P > {}", f.display())],
+        &[],
+        None,
+    ));
+    t.run().assert_ok();
+    let rootfs = busybox_rootfs().canonicalize().unwrap();
+    assert_eq!(
+        fs::read_to_string(&f).unwrap().trim(),
+        rootfs.to_str().unwrap()
+    );
+    t.assert_no_leftovers(&t.id);
+}

@@ -50,6 +50,18 @@ fn cwd() {
     assert_eq!(run_sh(&t, t.spec().cwd("/tmp"), "pwd").trim(), "/tmp");
 }
 
+/// The cwd is entered before the process drops to its user (as in runc): the busybox `/root`
+/// is root's, mode 0700, and a process of uid 42 without capabilities still starts in it.
+#[test]
+fn cwd_only_root_may_enter_works_for_another_user() {
+    let t = Ctx::new("cwd-root-only");
+    let spec = t.spec().cwd("/root").user(42, 42);
+    assert_eq!(
+        run_sh(&t, spec, "pwd; ls . 2>&1 >/dev/null | grep -c denied").trim(),
+        "/root\n1"
+    );
+}
+
 #[test]
 fn cwd_is_created_if_missing() {
     let t = Ctx::new("cwd-create");
@@ -379,5 +391,68 @@ fn terminal_with_console_socket() {
     assert!(out.contains("done"), "{out:?}");
     t.wait_status("stopped", std::time::Duration::from_secs(5));
     t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+/// runc's tty.bats "tty owner": the terminal belongs to the process's uid; its group stays the
+/// one devpts gives (`gid=5` in the config).
+#[test]
+fn terminal_is_owned_by_the_container_user() {
+    let t = Ctx::new("tty-owner");
+    let console = ConsoleSocket::new(t.path("console.sock"), std::time::Duration::from_secs(10));
+    t.write_spec(
+        &t.spec()
+            .set("/process/terminal", json!(true))
+            .user(1000, 100)
+            .sh("echo owner=$(stat -c %u:%g $(tty))"),
+    );
+    let sock = console.path.display().to_string();
+    let b = t.bundle.display().to_string();
+    t.cmd(&["create", "--bundle", &b, "--console-socket", &sock, &t.id])
+        .assert_ok();
+    t.start().assert_ok();
+    let out = console.join().expect("pty master received");
+    assert!(out.contains("owner=1000:5"), "{out:?}");
+    t.wait_status("stopped", std::time::Duration::from_secs(5));
+    t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+/// A capability the host cannot grant (outside its bounding set: on this machine
+/// CAP_SYS_RESOURCE) is left out with one warning naming it, as the runtime spec asks; runc
+/// fails instead.
+#[test]
+fn capability_the_host_cannot_grant_is_a_warning() {
+    berth_only!();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = u64::from_str_radix(status_field(&status, "CapBnd").unwrap(), 16).unwrap();
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Capability numbers this test knows the names of, from linux/capability.h.
+    let known = [
+        (24, "CAP_SYS_RESOURCE"),
+        (16, "CAP_SYS_MODULE"),
+        (22, "CAP_SYS_BOOT"),
+    ];
+    let Some((n, name)) = known
+        .into_iter()
+        .find(|(n, _)| *n <= last && bounding & (1u64 << n) == 0)
+    else {
+        eprintln!("skipped: this host's bounding set has every capability the test could ask");
+        return;
+    };
+    let t = Ctx::new("cap-warn");
+    let caps = ["CAP_KILL", name];
+    t.write_spec(&t.spec().caps(&caps).sh("grep CapEff /proc/self/status"));
+    let out = t.run();
+    out.assert_ok();
+    let eff = u64::from_str_radix(status_field(&out.stdout, "CapEff").unwrap(), 16).unwrap();
+    assert_eq!(eff, 1 << 5, "only CAP_KILL: {out}");
+    let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.contains(name)).collect();
+    assert_eq!(warnings.len(), 1, "one warning naming {name} ({n}): {out}");
+    assert!(warnings[0].contains("warning"), "{out}");
     t.assert_no_leftovers(&t.id);
 }

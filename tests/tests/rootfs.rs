@@ -4,6 +4,7 @@
 use berth_tests::*;
 use serde_json::json;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 /// Runs `sh -c script` from `spec` and returns the output (whatever the exit code).
 fn run_sh(t: &Ctx, spec: Spec, script: &str) -> Output {
@@ -147,6 +148,80 @@ fn bind_mount_rw_and_ro() {
     assert_eq!(out.stdout.trim(), "host");
     assert!(out.stderr.contains("Read-only file system"), "{out}");
     assert_eq!(fs::read_to_string(ro.join("f")).unwrap(), "host");
+}
+
+/// In a user namespace the init cannot enter a host directory only the host's root may, yet a
+/// bind source below one mounts: the runtime opens it on the host side (as runc does).
+#[test]
+fn bind_source_below_a_root_only_directory_in_a_user_namespace() {
+    let t = Ctx::new("bind-userns");
+    let private = t.path("private");
+    let shared = private.join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    fs::write(shared.join("f"), "below root-only\n").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mounts: Vec<_> = t.spec().0["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "cgroup")
+        .cloned()
+        .collect();
+    let spec = t
+        .spec()
+        .namespace("user", None)
+        .set("/linux/uidMappings", map.clone())
+        .set("/linux/gidMappings", map)
+        .set("/mounts", json!(mounts))
+        .mount(
+            "/tmp/shared",
+            "bind",
+            shared.to_str().unwrap(),
+            &["rbind", "ro"],
+        );
+    let out = run_sh(&t, spec, "cat /tmp/shared/f");
+    out.assert_ok();
+    assert_eq!(out.stdout, "below root-only\n", "{out}");
+}
+
+/// A relative bind source is the bundle's (runc runs in the bundle), wherever the runtime was
+/// started (here: the test's dir, the bundle's parent, which has no `data`), also in a user
+/// namespace below a directory only the host's root may enter (runc's userns.bats).
+#[test]
+fn relative_bind_source_is_in_the_bundle() {
+    let t = Ctx::new("bind-rel");
+    let data = t.bundle.join("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), "in the bundle\n").unwrap();
+    let spec = t
+        .spec()
+        .mount("/tmp/data", "bind", "data", &["rbind", "ro"]);
+    let out = run_sh(&t, spec.clone(), "cat /tmp/data/f");
+    out.assert_ok();
+    assert_eq!(out.stdout, "in the bundle\n", "{out}");
+
+    let private = t.bundle.join("private");
+    fs::create_dir_all(private.join("shared")).unwrap();
+    fs::write(private.join("shared/f"), "below root-only\n").unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let mounts: Vec<_> = spec.0["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] != "cgroup")
+        .cloned()
+        .collect();
+    let spec = spec
+        .namespace("user", None)
+        .set("/linux/uidMappings", map.clone())
+        .set("/linux/gidMappings", map)
+        .set("/mounts", json!(mounts))
+        .mount("/tmp/shared", "bind", "private/shared", &["rbind", "ro"]);
+    let out = run_sh(&t, spec, "cat /tmp/data/f /tmp/shared/f");
+    out.assert_ok();
+    assert_eq!(out.stdout, "in the bundle\nbelow root-only\n", "{out}");
 }
 
 #[test]

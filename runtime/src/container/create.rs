@@ -9,7 +9,7 @@ use crate::process::init::{self, InitArgs};
 use crate::seccomp::Filter;
 use crate::state::{State, Status, START_SOCKET};
 use crate::sync::{Channel, Msg};
-use crate::{hooks, rlimits, seccomp, spec, state, tty, utils, Error, Result};
+use crate::{hooks, rlimits, rootfs, seccomp, spec, state, tty, utils, Error, Result};
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -161,6 +161,7 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
             drop(parent_chan);
             let args = InitArgs {
                 spec: &spec,
+                bundle: &bundle,
                 rootfs: &rootfs,
                 plan: &plan,
                 unshare,
@@ -183,99 +184,112 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
     drop(start_sock);
     cleanup.pid = Some(pid);
 
-    if clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
-        write_id_maps(pid, &spec)?;
-    }
-    // Let the init start on its namespaces and mounts while we put it in its cgroup: on cgroup
-    // v1 the first write to cgroup.procs waits out an RCU grace period (milliseconds), and the
-    // init has work to do meanwhile. It waits for `CgroupJoined` before anything that depends
-    // on its cgroup (a cgroup namespace, the cgroup mount, hooks, reporting ready).
-    // A failed send means the init is gone; its error (or exit) is read in the loop below.
-    let _ = parent_chan.send(&Msg::Proceed);
-    match (in_cgroup, self_join) {
-        (true, true) => {}
-        (true, false) => cgroup.add_pid_v1(pid)?,
-        // No CLONE_INTO_CGROUP (an old kernel): the unified hierarchy is ours to do.
-        (false, true) => cgroup.add_pid_unified(pid)?,
-        (false, false) => cgroup.add_pid(pid)?,
-    }
-    if let Some(adj) = process.oom_score_adj() {
-        if let Some(w) = rlimits::set_oom_score_adj(pid, adj)? {
-            super::warn(&w);
-        }
-    }
-    let mut st = provisional_state(opts, &bundle, &rootfs, &spec, &cgroup, pid);
-    st.save(&opts.root)?;
-    let _ = parent_chan.send(&Msg::CgroupJoined);
-
-    loop {
-        let Some((msg, fd)) = parent_chan.recv()? else {
-            return Err(Error::Other(format!(
-                "container init exited before it was ready{}",
-                exit_reason(pid)
-            )));
-        };
-        match msg {
-            Msg::Proceed => {
-                // The init unshared a user namespace itself and asks for its maps.
-                write_id_maps(pid, &spec)?;
-                parent_chan.send(&Msg::Proceed)?;
-            }
-            Msg::RuntimeHooks => {
-                let json = st.public_json(Status::Creating);
-                let h = spec.hooks().as_ref();
-                #[allow(deprecated)]
-                let pre = h.and_then(|h| h.prestart().as_ref());
-                let res = hooks::run_all("prestart", pre, &json).and_then(|_| {
-                    hooks::run_all(
-                        "createRuntime",
-                        h.and_then(|h| h.create_runtime().as_ref()),
-                        &json,
-                    )
+    // Until the init is ready, a step of ours that fails because the init died (its /proc
+    // files gone, a send to a closed socket) reports the init's own error instead.
+    let drive = || -> Result<State> {
+        if clone_flags.contains(CloneFlags::CLONE_NEWUSER) {
+            write_id_maps(pid, &spec)?;
+            // The init, born in a user namespace, may not reach bind sources that only the
+            // host's root may: open them for it in its mount namespace (as runc does).
+            if clone_flags.contains(CloneFlags::CLONE_NEWNS) && rootfs::sources::wanted(&spec) {
+                rootfs::sources::open_in_mount_ns(&spec, &bundle, pid, &|index, fd| {
+                    let _ = parent_chan.send_with_fd(&Msg::BindSource { index }, Some(fd));
                 });
-                if let Err(e) = res {
-                    let _ = parent_chan.send(&Msg::Error(e.to_string()));
-                    return Err(e.into());
-                }
-                parent_chan.send(&Msg::HooksDone)?;
-            }
-            Msg::ConsoleFd => {
-                let fd = fd.ok_or_else(|| Error::Other("init sent no pty fd".into()))?;
-                let sock = opts.console_socket.as_ref().expect("checked above");
-                tty::send_to_console_socket(sock, fd.as_fd())?;
-            }
-            Msg::SeccompFd => {
-                let fd = fd.ok_or_else(|| Error::Other("init sent no seccomp fd".into()))?;
-                let sc = linux
-                    .and_then(|l| l.seccomp().as_ref())
-                    .expect("filter exists");
-                if let Some(path) = sc.listener_path() {
-                    let msg = serde_json::json!({
-                        "ociVersion": spec.version(),
-                        "fds": ["seccompFd"],
-                        "pid": pid,
-                        "metadata": sc.listener_metadata().clone().unwrap_or_default(),
-                        "state": st.public(Status::Creating),
-                    });
-                    seccomp::send_listener_fd(path, &fd, msg.to_string().as_bytes())?;
-                }
-            }
-            Msg::Ready { warnings } => {
-                for w in warnings {
-                    super::warn(&w);
-                }
-                break;
-            }
-            Msg::Error(e) => {
-                return Err(Error::Other(e));
-            }
-            other => {
-                return Err(Error::Other(format!(
-                    "protocol error: unexpected {other:?} from init"
-                )))
             }
         }
-    }
+        // Let the init start on its namespaces and mounts while we put it in its cgroup: on cgroup
+        // v1 the first write to cgroup.procs waits out an RCU grace period (milliseconds), and the
+        // init has work to do meanwhile. It waits for `CgroupJoined` before anything that depends
+        // on its cgroup (a cgroup namespace, the cgroup mount, hooks, reporting ready).
+        // A failed send means the init is gone; its error (or exit) is read in the loop below.
+        let _ = parent_chan.send(&Msg::Proceed);
+        match (in_cgroup, self_join) {
+            (true, true) => {}
+            (true, false) => cgroup.add_pid_v1(pid)?,
+            // No CLONE_INTO_CGROUP (an old kernel): the unified hierarchy is ours to do.
+            (false, true) => cgroup.add_pid_unified(pid)?,
+            (false, false) => cgroup.add_pid(pid)?,
+        }
+        if let Some(adj) = process.oom_score_adj() {
+            if let Some(w) = rlimits::set_oom_score_adj(pid, adj)? {
+                super::warn(&w);
+            }
+        }
+        let st = provisional_state(opts, &bundle, &rootfs, &spec, &cgroup, pid);
+        st.save(&opts.root)?;
+        let _ = parent_chan.send(&Msg::CgroupJoined);
+
+        loop {
+            let Some((msg, fd)) = parent_chan.recv()? else {
+                return Err(Error::Other(format!(
+                    "container init exited before it was ready{}",
+                    exit_reason(pid)
+                )));
+            };
+            match msg {
+                Msg::Proceed => {
+                    // The init unshared a user namespace itself and asks for its maps.
+                    write_id_maps(pid, &spec)?;
+                    parent_chan.send(&Msg::Proceed)?;
+                }
+                Msg::RuntimeHooks => {
+                    let json = st.public_json(Status::Creating);
+                    let h = spec.hooks().as_ref();
+                    #[allow(deprecated)]
+                    let pre = h.and_then(|h| h.prestart().as_ref());
+                    let res = hooks::run_all("prestart", pre, &json).and_then(|_| {
+                        hooks::run_all(
+                            "createRuntime",
+                            h.and_then(|h| h.create_runtime().as_ref()),
+                            &json,
+                        )
+                    });
+                    if let Err(e) = res {
+                        let _ = parent_chan.send(&Msg::Error(e.to_string()));
+                        return Err(e.into());
+                    }
+                    parent_chan.send(&Msg::HooksDone)?;
+                }
+                Msg::ConsoleFd => {
+                    let fd = fd.ok_or_else(|| Error::Other("init sent no pty fd".into()))?;
+                    let sock = opts.console_socket.as_ref().expect("checked above");
+                    tty::send_to_console_socket(sock, fd.as_fd())?;
+                }
+                Msg::SeccompFd => {
+                    let fd = fd.ok_or_else(|| Error::Other("init sent no seccomp fd".into()))?;
+                    let sc = linux
+                        .and_then(|l| l.seccomp().as_ref())
+                        .expect("filter exists");
+                    if let Some(path) = sc.listener_path() {
+                        let msg = serde_json::json!({
+                            "ociVersion": spec.version(),
+                            "fds": ["seccompFd"],
+                            "pid": pid,
+                            "metadata": sc.listener_metadata().clone().unwrap_or_default(),
+                            "state": st.public(Status::Creating),
+                        });
+                        seccomp::send_listener_fd(path, &fd, msg.to_string().as_bytes())?;
+                    }
+                }
+                Msg::Ready { warnings } => {
+                    for w in warnings {
+                        super::warn(&w);
+                    }
+                    break;
+                }
+                Msg::Error(e) => {
+                    return Err(Error::Other(e));
+                }
+                other => {
+                    return Err(Error::Other(format!(
+                        "protocol error: unexpected {other:?} from init"
+                    )))
+                }
+            }
+        }
+        Ok(st)
+    };
+    let mut st = drive().map_err(|e| parent_chan.pending_error().map_or(e, Error::Other))?;
     st.status = Status::Created;
     st.save(&opts.root)?;
     if let Some(pf) = &opts.pid_file {

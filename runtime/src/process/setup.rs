@@ -92,8 +92,9 @@ pub fn set_personality(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
-/// The AppArmor profile for the coming exec, rlimits, no_new_privs, capabilities, uid/gid/groups,
-/// umask and cwd, in that order. Returns warnings for settings the host did not allow.
+/// The AppArmor profile for the coming exec, rlimits, no_new_privs, cwd, capabilities,
+/// uid/gid/groups and umask, in that order (the cwd entered again as the user if root may not).
+/// Returns warnings for settings the host did not allow.
 pub fn apply_process_attributes(
     process: &Process,
     userns_denies_setgroups: bool,
@@ -106,7 +107,7 @@ pub fn apply_process_attributes(
     {
         crate::apparmor::apply_on_exec(p).map_err(Error::Other)?;
     }
-    let warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
+    let mut warnings = rlimits::apply(process.rlimits().as_deref().unwrap_or_default())?;
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
@@ -116,12 +117,31 @@ pub fn apply_process_attributes(
             )));
         }
     }
+    // The cwd is entered while we are still root with every capability, so a directory only
+    // root may enter works (as in runc). If even root is refused (a directory on a root-squashed
+    // or id-mapped mount that only the container user may enter), try again as that user.
+    let cwd = process.cwd();
+    let cwd_failed = |e: nix::errno::Errno| {
+        Error::Other(format!(
+            "chdir to cwd {cwd:?} set in config.json failed: {e}"
+        ))
+    };
+    let chdir_as_user = !cwd.as_os_str().is_empty()
+        && match nix::unistd::chdir(cwd.as_path()) {
+            Ok(()) => false,
+            Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => true,
+            Err(e) => return Err(cwd_failed(e)),
+        };
+
     let empty = LinuxCapabilities::default();
     let empty = clear_caps(empty);
     let caps = process.capabilities().as_ref().unwrap_or(&empty);
+    let unavailable = capabilities::unavailable(caps);
+    warnings.extend(capabilities::unavailable_warning(unavailable));
     capabilities::drop_bounding(caps)?;
 
     let user = process.user();
+    chown_stdio(user.uid())?;
     if let Some(gids) = user.additional_gids() {
         if !userns_denies_setgroups {
             let gids: Vec<nix::unistd::Gid> = gids
@@ -143,19 +163,55 @@ pub fn apply_process_attributes(
     let uid = nix::unistd::Uid::from_raw(user.uid());
     nix::unistd::setresuid(uid, uid, uid)
         .map_err(|e| Error::Other(format!("setuid {}: {e}", user.uid())))?;
+    if chdir_as_user {
+        nix::unistd::chdir(cwd.as_path()).map_err(cwd_failed)?;
+    }
     // SAFETY: as above.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
-    capabilities::apply(caps)?;
+    warnings.extend(capabilities::apply_with_warnings(caps, unavailable)?);
 
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(user.umask().unwrap_or(0o022) as libc::mode_t) };
-    let cwd = process.cwd();
-    if let Err(e) = nix::unistd::chdir(cwd.as_path()) {
-        return Err(Error::Other(format!(
-            "chdir to cwd {cwd:?} set in config.json failed: {e}"
-        )));
-    }
     Ok(warnings)
+}
+
+/// Gives the container user its stdio (runc's `fixStdioPermissions`): a terminal, pipe or file
+/// on fd 0–2 not yet owned by `uid` is chowned to it (keeping its group, which for a pty is the
+/// devpts `gid=` option), so that the process can reopen `/dev/stdout` or `/proc/self/fd/1` and
+/// use its own terminal. `/dev/null` is left alone, and so is what we may not change: a group
+/// not mapped in a user namespace (EINVAL), an owner we have no right over (EPERM), a
+/// read-only filesystem (EROFS).
+fn chown_stdio(uid: u32) -> Result<()> {
+    // SAFETY: stat is plain data; zeroed is a valid value that the calls below overwrite.
+    let mut null: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: stat writes into `null`, which outlives the call; the path is NUL-terminated.
+    let null_rdev =
+        (unsafe { libc::stat(c"/dev/null".as_ptr(), &mut null) } == 0).then_some(null.st_rdev);
+    for fd in 0..3 {
+        // SAFETY: as above.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat writes into `st`; a closed descriptor only gives EBADF.
+        if unsafe { libc::fstat(fd, &mut st) } < 0 {
+            continue;
+        }
+        let is_null = st.st_mode & libc::S_IFMT == libc::S_IFCHR && Some(st.st_rdev) == null_rdev;
+        if st.st_uid == uid || is_null {
+            continue;
+        }
+        // SAFETY: fchown on a standard descriptor with plain integer ids.
+        if unsafe { libc::fchown(fd, uid, st.st_gid) } < 0 {
+            let err = std::io::Error::last_os_error();
+            if !matches!(
+                err.raw_os_error(),
+                Some(libc::EINVAL | libc::EPERM | libc::EROFS)
+            ) {
+                return Err(Error::Other(format!(
+                    "chown stdio fd {fd} to uid {uid}: {err}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn clear_caps(c: LinuxCapabilities) -> LinuxCapabilities {

@@ -76,7 +76,7 @@ fn mount_v2(ctx: &Ctx<'_>, dest: &Path, opts: &MountOpts) -> Result<()> {
             }
             let mut o = opts.clone();
             o.flags |= MsFlags::MS_BIND;
-            mount_bind(ctx, dest, &src, &o)
+            mount_bind(ctx, dest, &src, None, &o)
         }
         r => r,
     }
@@ -151,7 +151,7 @@ fn mount_v1(ctx: &Ctx<'_>, dest: &Path, opts: &MountOpts) -> Result<()> {
                 propagation: opts.propagation.clone(),
                 ..MountOpts::default()
             };
-            mount_bind(ctx, &sub, &src, &o)?;
+            mount_bind(ctx, &sub, &src, None, &o)?;
         }
     }
     if !merged.is_empty() {

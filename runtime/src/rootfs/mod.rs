@@ -4,7 +4,8 @@
 //!
 //! OWNER: rootfs helper. The init calls, in this order:
 //! 1. `prepare(spec, rootfs)`: propagation of `/`, bind of the rootfs onto itself, every mount of
-//!    the spec (targets resolved inside the rootfs), devices, /dev symlinks, /dev/ptmx.
+//!    the spec (targets resolved inside the rootfs), devices, /dev symlinks, /dev/ptmx. In a
+//!    user namespace, bind sources come opened by the runtime (`prepare_with`, `sources`).
 //! 2. (the runtime runs createContainer hooks here)
 //! 3. `pivot(rootfs, no_pivot)`: pivot_root (or chroot with `--no-pivot`), chdir("/").
 //! 4. `setup_console(pty_slave)` when `process.terminal` is set.
@@ -34,6 +35,7 @@ mod mounts;
 mod options;
 mod pivot;
 mod resolve;
+pub mod sources;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -44,6 +46,10 @@ use nix::mount::MsFlags;
 use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use std::path::Path;
+
+pub use sources::{
+    open_in_mount_ns as open_bind_sources_in_mount_ns, wanted as wants_bind_sources, BindSources,
+};
 
 /// An error while building the root filesystem. Messages are one line and name the path and
 /// the operation, e.g. `mount "/proc" (type proc): Operation not permitted`.
@@ -85,6 +91,8 @@ pub(crate) struct Ctx<'a> {
     pub userns: bool,
     /// The container has a cgroup namespace (its own cgroup shows as `/`).
     pub cgroupns: bool,
+    /// Bind sources the runtime opened on the host side.
+    pub sources: &'a BindSources,
 }
 
 /// Whether recursive mount options ("rro", "rnosuid", ...) work on this kernel (asked once).
@@ -95,14 +103,16 @@ pub fn recursive_mount_options_supported() -> bool {
 
 /// Step 1: everything that happens before pivot_root. `rootfs` is absolute and canonical.
 pub fn prepare(spec: &Spec, rootfs: &Path) -> Result<(), RootfsError> {
-    prepare_with(spec, rootfs, &mut || Ok(()))
+    prepare_with(spec, rootfs, &BindSources::none(), &mut || Ok(()))
 }
 
-/// [`prepare`], calling `before_cgroup` before the first `cgroup` mount (which reads the
-/// process's own cgroup, so the process must be in it by then).
+/// [`prepare`], bind-mounting from `sources` where they have the source, and calling
+/// `before_cgroup` before the first `cgroup` mount (which reads the process's own cgroup, so the
+/// process must be in it by then).
 pub fn prepare_with(
     spec: &Spec,
     rootfs: &Path,
+    sources: &BindSources,
     before_cgroup: &mut dyn FnMut() -> Result<(), RootfsError>,
 ) -> Result<(), RootfsError> {
     let linux = spec.linux().as_ref();
@@ -131,34 +141,36 @@ pub fn prepare_with(
         root,
         userns: has_ns(LinuxNamespaceType::User) || sys::in_user_namespace(),
         cgroupns: has_ns(LinuxNamespaceType::Cgroup),
+        sources,
     };
     // `cgroup` mounts read the process's own cgroup, which the parent may still be setting up
     // (see `before_cgroup`): do them last, unless another mount goes inside one of them.
-    let all: Vec<&oci_spec::runtime::Mount> = spec.mounts().iter().flatten().collect();
+    let all: Vec<(usize, &oci_spec::runtime::Mount)> =
+        spec.mounts().iter().flatten().enumerate().collect();
     let is_cg = |m: &oci_spec::runtime::Mount| m.typ().as_deref() == Some("cgroup");
-    let nested = all.iter().filter(|m| is_cg(m)).any(|cg| {
+    let nested = all.iter().filter(|(_, m)| is_cg(m)).any(|(_, cg)| {
         all.iter()
-            .any(|m| !is_cg(m) && m.destination().starts_with(cg.destination()))
+            .any(|(_, m)| !is_cg(m) && m.destination().starts_with(cg.destination()))
     });
     let (first, last): (Vec<_>, Vec<_>) = if nested {
         (all, Vec::new())
     } else {
-        all.into_iter().partition(|m| !is_cg(m))
+        all.into_iter().partition(|(_, m)| !is_cg(m))
     };
-    for m in first {
+    for (i, m) in first {
         if is_cg(m) {
             before_cgroup()?;
         }
-        mounts::mount_entry(&ctx, m)?;
+        mounts::mount_entry(&ctx, i, m)?;
     }
     if devices::needs_setup_dev(spec) {
         devices::create_devices(&ctx, linux.and_then(|l| l.devices().as_deref()))?;
         devices::setup_ptmx(&ctx)?;
         devices::setup_dev_symlinks(&ctx)?;
     }
-    for m in last {
+    for (i, m) in last {
         before_cgroup()?;
-        mounts::mount_entry(&ctx, m)?;
+        mounts::mount_entry(&ctx, i, m)?;
     }
     Ok(())
 }

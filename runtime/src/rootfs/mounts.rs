@@ -35,8 +35,8 @@ const VALID_PROC_MOUNTS: &[&str] = &[
     "/proc/sys/kernel/ns_last_pid",
 ];
 
-/// Mounts one entry of `spec.mounts`.
-pub(crate) fn mount_entry(ctx: &Ctx<'_>, m: &Mount) -> Result<()> {
+/// Mounts entry number `index` of `spec.mounts`.
+pub(crate) fn mount_entry(ctx: &Ctx<'_>, index: usize, m: &Mount) -> Result<()> {
     let dest = resolve::clean_path(m.destination());
     if dest == Path::new("/") {
         return Err(RootfsError::Invalid(format!(
@@ -54,7 +54,7 @@ pub(crate) fn mount_entry(ctx: &Ctx<'_>, m: &Mount) -> Result<()> {
         let src = source.ok_or_else(|| {
             RootfsError::Invalid(format!("mount {dest:?}: a bind mount needs a source"))
         })?;
-        return mount_bind(ctx, &dest, src, &opts);
+        return mount_bind(ctx, &dest, src, Some(index), &opts);
     }
     let src = source.and_then(|p| p.to_str()).unwrap_or(typ);
     match typ {
@@ -74,7 +74,7 @@ pub(crate) fn mount_entry(ctx: &Ctx<'_>, m: &Mount) -> Result<()> {
                     if o.readonly() {
                         o.rec_set |= options::ATTR_RDONLY;
                     }
-                    mount_bind(ctx, &dest, Path::new("/sys"), &o)
+                    mount_bind(ctx, &dest, Path::new("/sys"), None, &o)
                 }
                 r => r,
             }
@@ -136,8 +136,19 @@ pub(crate) fn mount_fs(
 }
 
 /// A bind mount of the host path `src` at the in-root path `dest`.
-pub(crate) fn mount_bind(ctx: &Ctx<'_>, dest: &Path, src: &Path, opts: &MountOpts) -> Result<()> {
-    let meta = std::fs::metadata(src)
+///
+/// The source is the one the runtime opened for mount number `index` of the spec if it did
+/// (`ctx.sources`), else looked up here.
+pub(crate) fn mount_bind(
+    ctx: &Ctx<'_>,
+    dest: &Path,
+    src: &Path,
+    index: Option<usize>,
+    opts: &MountOpts,
+) -> Result<()> {
+    let opened = index.and_then(|i| ctx.sources.get(i)).map(fd_path);
+    let from = opened.as_deref().map_or(src, Path::new);
+    let meta = std::fs::metadata(from)
         .map_err(|e| sys(format!("mount {dest:?}: stat bind source {src:?}"))(io_errno(&e)))?;
     let kind = if meta.is_dir() {
         Kind::Dir
@@ -145,9 +156,9 @@ pub(crate) fn mount_bind(ctx: &Ctx<'_>, dest: &Path, src: &Path, opts: &MountOpt
         Kind::File(0o755)
     };
     let target = create_target(ctx, dest, kind)?;
-    check_proc_mount(ctx, target.as_fd(), dest, false, Some(src))?;
+    check_proc_mount(ctx, target.as_fd(), dest, false, Some(from))?;
     let rec = opts.flags.contains(MsFlags::MS_REC);
-    s::bind(src, fd_path(target.as_fd()), rec)
+    s::bind(from, fd_path(target.as_fd()), rec)
         .map_err(sys(format!("mount {dest:?} (bind {src:?})")))?;
     drop(target);
     let target = reopen(ctx, dest)?;
