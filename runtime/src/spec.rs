@@ -37,13 +37,56 @@ pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
     })
 }
 
-/// Parses config.json bytes; warns about (and ignores) unknown fields.
+/// Parses config.json bytes; warns about (and ignores) unknown fields, and capabilities this
+/// runtime has no name for (as runc does: a config written for a newer kernel still runs).
 pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
-    let (spec, unknown) = parse_collecting(data)?;
+    let (spec, unknown) = match parse_collecting(data) {
+        Ok(r) => r,
+        // Only a config that failed pays for the second look.
+        Err(e) => match without_unknown_capabilities(data) {
+            Some((fixed, caps)) => {
+                let r = parse_collecting(&fixed).map_err(|_| e)?;
+                for cap in caps {
+                    crate::container::warn(&format!(
+                        "config.json: unknown capability {cap:?} is ignored"
+                    ));
+                }
+                r
+            }
+            None => return Err(e),
+        },
+    };
     for field in unknown {
         crate::container::warn(&format!("config.json: unknown field {field:?} is ignored"));
     }
     Ok(spec)
+}
+
+/// config.json with the capabilities this runtime does not know taken out of
+/// `process.capabilities`, and their names; `None` when there are none (or it is not JSON).
+fn without_unknown_capabilities(data: &[u8]) -> Option<(Vec<u8>, Vec<String>)> {
+    let mut doc: serde_json::Value = serde_json::from_slice(data).ok()?;
+    let sets = doc.pointer_mut("/process/capabilities")?.as_object_mut()?;
+    let mut dropped = Vec::new();
+    for set in sets.values_mut() {
+        let Some(list) = set.as_array_mut() else {
+            continue;
+        };
+        list.retain(|c| {
+            let known = serde_json::from_value::<oci_spec::runtime::Capability>(c.clone()).is_ok();
+            if !known {
+                let name = c.as_str().unwrap_or_default().to_string();
+                if !dropped.contains(&name) {
+                    dropped.push(name);
+                }
+            }
+            known
+        });
+    }
+    if dropped.is_empty() {
+        return None;
+    }
+    Some((serde_json::to_vec(&doc).ok()?, dropped))
 }
 
 /// Parses config.json bytes; returns the spec and the paths of the fields it does not know
@@ -176,6 +219,31 @@ mod tests {
     fn minimal_spec_parses_and_validates() {
         let spec = parse(MINIMAL.as_bytes()).unwrap();
         assert_eq!(validate(&spec, Path::new("/")).unwrap(), PathBuf::from("/"));
+    }
+
+    #[test]
+    fn unknown_capabilities_are_taken_out_and_named() {
+        let odd = MINIMAL.replace(
+            "\"cwd\":\"/\"",
+            "\"cwd\":\"/\",\"capabilities\":{\"bounding\":[\"CAP_CHOWN\",\"CAP_BOGUS\"],\"effective\":[\"CAP_BOGUS\"]}",
+        );
+        assert!(parse_collecting(odd.as_bytes()).is_err());
+        let (fixed, dropped) = without_unknown_capabilities(odd.as_bytes()).unwrap();
+        assert_eq!(dropped, ["CAP_BOGUS"]);
+        let spec = parse(odd.as_bytes()).unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 1);
+        assert!(caps.effective().as_ref().unwrap().is_empty());
+        assert!(parse_collecting(&fixed).is_ok());
+        // Nothing unknown: no second look, and a broken config stays an error.
+        assert!(without_unknown_capabilities(MINIMAL.as_bytes()).is_none());
+        assert!(parse(b"{").is_err());
     }
 
     #[test]

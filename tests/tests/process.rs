@@ -456,3 +456,28 @@ fn capability_the_host_cannot_grant_is_a_warning() {
     assert!(warnings[0].contains("warning"), "{out}");
     t.assert_no_leftovers(&t.id);
 }
+
+/// A capability name this runtime does not know (a newer kernel's, or a typo) is left out with
+/// a warning naming it, and the container runs with the rest, as with runc 1.1.
+#[test]
+fn unknown_capability_name_is_a_warning() {
+    let t = Ctx::new("cap-unknown");
+    t.write_spec(
+        &t.spec()
+            .caps(&["CAP_KILL", "CAP_BOGUS"])
+            .sh("grep CapEff /proc/self/status"),
+    );
+    let out = t.run();
+    out.assert_ok();
+    let eff = u64::from_str_radix(status_field(&out.stdout, "CapEff").unwrap(), 16).unwrap();
+    assert_eq!(eff, 1 << 5, "only CAP_KILL: {out}");
+    if !is_reference_runtime() {
+        let warnings: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("CAP_BOGUS"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "one warning naming CAP_BOGUS: {out}");
+    }
+    t.assert_no_leftovers(&t.id);
+}
