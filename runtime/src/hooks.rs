@@ -7,6 +7,7 @@ use oci_spec::runtime::Hook;
 use std::io::{Read, Seek, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,14 +21,28 @@ pub enum HookError {
     },
 }
 
-/// Runs `hooks` in order; the first failure stops the sequence.
+/// Runs `hooks` in order, in this process's working directory; the first failure stops the
+/// sequence.
 pub fn run_all(
     kind: &'static str,
     hooks: Option<&Vec<Hook>>,
     state_json: &str,
 ) -> Result<(), HookError> {
+    run_all_in(kind, hooks, state_json, None)
+}
+
+/// [`run_all`] with each hook started in `dir`: the runtime's own hooks (prestart,
+/// createRuntime, poststart, poststop) run in the bundle directory, where runc, which enters the
+/// bundle before it creates a container, runs them (hooks written for runc name files relative
+/// to it).
+pub fn run_all_in(
+    kind: &'static str,
+    hooks: Option<&Vec<Hook>>,
+    state_json: &str,
+    dir: Option<&Path>,
+) -> Result<(), HookError> {
     for h in hooks.into_iter().flatten() {
-        run(kind, h, state_json)?;
+        run(kind, h, state_json, dir)?;
     }
     Ok(())
 }
@@ -39,7 +54,12 @@ fn memfd() -> Option<std::fs::File> {
     (fd >= 0).then(|| unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
-pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), HookError> {
+pub fn run(
+    kind: &'static str,
+    hook: &Hook,
+    state_json: &str,
+    dir: Option<&Path>,
+) -> Result<(), HookError> {
     let fail = |msg: String| HookError::Failed {
         kind,
         path: hook.path().display().to_string(),
@@ -51,6 +71,9 @@ pub fn run(kind: &'static str, hook: &Hook, state_json: &str) -> Result<(), Hook
             std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
             cmd.args(rest);
         }
+    }
+    if let Some(d) = dir {
+        cmd.current_dir(d);
     }
     cmd.env_clear();
     for kv in hook.env().iter().flatten() {
@@ -163,7 +186,7 @@ mod tests {
             r#"{{"path":"/bin/sh","args":["sh","-c","cat > {0}; echo \"$FOO $0\" >> {0}","arg0x"],"env":["FOO=bar"]}}"#,
             out.display()
         ));
-        run("prestart", &h, "{\"id\":\"x\"}").unwrap();
+        run("prestart", &h, "{\"id\":\"x\"}", None).unwrap();
         let got = std::fs::read_to_string(&out).unwrap();
         std::fs::remove_file(&out).unwrap();
         assert_eq!(got, "{\"id\":\"x\"}bar arg0x\n");
@@ -172,7 +195,7 @@ mod tests {
     #[test]
     fn failing_hook_reports_stderr() {
         let h = hook(r#"{"path":"/bin/sh","args":["sh","-c","echo boom >&2; exit 3"]}"#);
-        let e = run("poststop", &h, "{}").unwrap_err().to_string();
+        let e = run("poststop", &h, "{}", None).unwrap_err().to_string();
         assert!(
             e.contains("exit status 3") && e.contains("boom") && e.contains("poststop"),
             "{e}"
@@ -182,14 +205,16 @@ mod tests {
     #[test]
     fn hanging_hook_times_out() {
         let h = hook(r#"{"path":"/bin/sleep","args":["sleep","30"],"timeout":1}"#);
-        let e = run("createRuntime", &h, "{}").unwrap_err().to_string();
+        let e = run("createRuntime", &h, "{}", None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("timed out"), "{e}");
     }
 
     #[test]
     fn missing_hook_binary() {
         let h = hook(r#"{"path":"/nonexistent/hook"}"#);
-        assert!(run("prestart", &h, "{}")
+        assert!(run("prestart", &h, "{}", None)
             .unwrap_err()
             .to_string()
             .contains("cannot start"));

@@ -190,3 +190,32 @@ fn create_container_hook_runs_in_the_rootfs() {
     );
     t.assert_no_leftovers(&t.id);
 }
+
+/// The runtime's own hooks (prestart, createRuntime, poststart, poststop) run in the bundle
+/// directory, as runc's do (runc enters the bundle before it creates a container), not wherever
+/// the runtime was started: here the test's dir, the bundle's parent.
+#[test]
+fn runtime_hooks_run_in_the_bundle() {
+    let t = Ctx::new("hook-rt-cwd");
+    let kinds = ["prestart", "createRuntime", "poststart", "poststop"];
+    let mut spec = t.spec().sh("true");
+    for k in kinds {
+        let f = t.path(&format!("{k}.cwd"));
+        spec = spec.hook(
+            k,
+            "/bin/sh",
+            &["sh", "-c", &format!("pwd -P > {}", f.display())],
+            &[],
+            None,
+        );
+    }
+    t.write_spec(&spec);
+    t.run().assert_ok();
+    let bundle = t.bundle.canonicalize().unwrap();
+    for k in kinds {
+        let cwd = fs::read_to_string(t.path(&format!("{k}.cwd")))
+            .unwrap_or_else(|e| panic!("{k} hook did not run: {e}"));
+        assert_eq!(cwd.trim(), bundle.to_str().unwrap(), "{k} hook's cwd");
+    }
+    t.assert_no_leftovers(&t.id);
+}

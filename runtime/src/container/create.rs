@@ -237,11 +237,13 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
                     let h = spec.hooks().as_ref();
                     #[allow(deprecated)]
                     let pre = h.and_then(|h| h.prestart().as_ref());
-                    let res = hooks::run_all("prestart", pre, &json).and_then(|_| {
-                        hooks::run_all(
+                    let dir = Some(bundle.as_path());
+                    let res = hooks::run_all_in("prestart", pre, &json, dir).and_then(|_| {
+                        hooks::run_all_in(
                             "createRuntime",
                             h.and_then(|h| h.create_runtime().as_ref()),
                             &json,
+                            dir,
                         )
                     });
                     if let Err(e) = res {

@@ -59,13 +59,14 @@ pub fn destroy(root: &Path, st: &State) -> Result<()> {
         cg.destroy()?;
     }
     let json = st.public_json(Status::Stopped);
-    if let Err(e) = hooks::run_all(
+    if let Err(e) = hooks::run_all_in(
         "poststop",
         st.config
             .hooks()
             .as_ref()
             .and_then(|h| h.poststop().as_ref()),
         &json,
+        Some(&st.bundle),
     ) {
         super::warn(&e.to_string());
     }

@@ -20,13 +20,14 @@ pub fn start(root: &Path, id: &str) -> Result<State> {
     st.status = Status::Running;
     st.save(root)?;
     let json = st.public_json(Status::Running);
-    if let Err(e) = hooks::run_all(
+    if let Err(e) = hooks::run_all_in(
         "poststart",
         st.config
             .hooks()
             .as_ref()
             .and_then(|h| h.poststart().as_ref()),
         &json,
+        Some(&st.bundle),
     ) {
         // The spec says to warn and go on; runc instead stops the container and fails, and
         // tools built on runc expect that. Like runc: kill it, report the hook.
