@@ -68,3 +68,26 @@ fn foreground_run_with_terminal_keeps_the_last_output() {
     assert!(lost.is_empty(), "runs {lost:?} of 20 lost the output");
     t.assert_no_leftovers(&t.id);
 }
+
+/// `exec -t` without `--console-socket`: the runtime relays the terminal itself (runc does), and
+/// keeps the output of a quick process too.
+#[test]
+fn exec_tty_without_console_socket_relays_the_terminal() {
+    let t = Ctx::new("exec-tty");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.run_detached().assert_ok();
+    for i in 0..10 {
+        let out = under_script(
+            &t,
+            &["exec", "-t", &t.id, "sh", "-c", "tty; echo exec-words"],
+        );
+        assert_eq!(out.code, 0, "exec {i}: {out}");
+        assert!(out.stdout.contains("/dev/pts/"), "exec {i}: no tty: {out}");
+        assert!(out.stdout.contains("exec-words"), "exec {i}: {out}");
+    }
+    // The exit code comes through the relay too.
+    let out = under_script(&t, &["exec", "-t", &t.id, "sh", "-c", "exit 7"]);
+    assert_eq!(out.code, 7, "{out}");
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}

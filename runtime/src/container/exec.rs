@@ -12,18 +12,28 @@ use oci_spec::runtime::{LinuxNamespaceType, Process};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+#[derive(Debug, Clone, Default)]
 pub struct ExecOpts {
     pub process: Process,
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: i32,
+    /// Run even if the container is paused (runc's `--ignore-paused`): the process starts
+    /// frozen and runs when the container is resumed.
+    pub ignore_paused: bool,
 }
 
 /// Starts the process; returns its host pid (it is the caller's child).
 pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     let st = State::load(root, id)?;
     let status = st.current_status();
-    if !matches!(status, Status::Running | Status::Created) {
+    if status == Status::Paused && !opts.ignore_paused {
+        return Err(Error::Other(format!(
+            "container {id:?} is paused: cannot exec in a paused container (use --ignore-paused \
+             to override)"
+        )));
+    }
+    if !matches!(status, Status::Running | Status::Created | Status::Paused) {
         return Err(Error::BadState {
             id: id.into(),
             status: status.to_string(),
