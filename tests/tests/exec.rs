@@ -186,3 +186,40 @@ fn ps_lists_container_processes() {
     assert!(out.stdout.contains(&pid.to_string()), "{out}");
     finish(t);
 }
+
+/// As runc: exec into a paused container is refused unless `--ignore-paused`; with it the
+/// process starts frozen, and runs when the container is resumed.
+#[test]
+fn exec_into_a_paused_container_needs_ignore_paused() {
+    let t = running("exec-paused");
+    t.cmd(&["pause", &t.id]).assert_ok();
+    t.exec(&["true"])
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["paused", "--ignore-paused"]);
+    let procs = || {
+        t.cmd(&["ps", "--format", "json", &t.id])
+            .json()
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    assert_eq!(procs(), 1, "the refused exec left a process behind");
+    std::thread::scope(|s| {
+        let exec = s.spawn(|| t.cmd(&["exec", "--ignore-paused", &t.id, "echo", "ran"]));
+        // The exec'd process joins the frozen cgroup (and stops there) before it runs `echo`.
+        let start = std::time::Instant::now();
+        while procs() < 2 {
+            assert!(
+                start.elapsed() < CMD_TIMEOUT,
+                "exec never joined the cgroup: {}",
+                t.cmd(&["ps", "--format", "json", &t.id])
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.cmd(&["resume", &t.id]).assert_ok();
+        let out = exec.join().unwrap();
+        out.assert_ok();
+        assert_eq!(out.stdout.trim(), "ran", "{out}");
+    });
+    finish(t);
+}

@@ -330,9 +330,14 @@ impl Cgroup {
     /// writing `0` to `tasks`. Unlike another process writing our pid to `cgroup.procs`, this
     /// does not take the kernel's global threadgroup lock, whose first use waits out an RCU
     /// grace period — milliseconds on every container start.
+    ///
+    /// The freezer hierarchy comes last: in a frozen (paused) cgroup the process stops as soon
+    /// as it joins it, and must be in every other hierarchy by then (`ps` reads `pids`).
     pub fn join_self_v1(&self) -> std::result::Result<(), CgroupError> {
         if let Layout::V1 { mounts, .. } = Layout::get()? {
-            for m in mounts {
+            let freezer = |m: &&V1Mount| m.controllers.iter().any(|c| c == "freezer");
+            let (last, first): (Vec<&V1Mount>, Vec<&V1Mount>) = mounts.iter().partition(freezer);
+            for m in first.into_iter().chain(last) {
                 fs::write(&m.dir.join(self.rel()), "tasks", "0")?;
             }
         }
