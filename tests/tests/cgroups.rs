@@ -313,3 +313,74 @@ impl Drop for RemoveCgroups<'_> {
         }
     }
 }
+
+/// The freezer file of a cgroup and the value that freezes it (v1 or v2).
+fn freezer_file(cgroups_path: &str) -> (std::path::PathBuf, &'static str) {
+    if cgroup_v2_only() {
+        (cgroup_file("", cgroups_path, "cgroup.freeze"), "1")
+    } else {
+        (
+            cgroup_file("freezer", cgroups_path, "freezer.state"),
+            "FROZEN",
+        )
+    }
+}
+
+/// A cgroup that is frozen before the container exists would stop the init in it, and `run` or
+/// `create` would never return: refused up front, as runc does, and the cgroup (not the
+/// runtime's) is left as it was.
+#[test]
+fn run_and_create_refuse_a_frozen_cgroup() {
+    let t = Ctx::new("cg-frozen");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    let (file, frozen) = freezer_file(&Ctx::cgroups_path(&t.id));
+    let dir = file.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&file, frozen).unwrap();
+    for out in [t.run_detached(), t.create()] {
+        out.assert_failed()
+            .assert_one_line_error()
+            .assert_stderr_mentions(&["container's cgroup unexpectedly frozen"]);
+        assert!(!t.rt.root.join(&t.id).exists(), "state dir left: {out}");
+    }
+    assert!(dir.is_dir(), "the frozen cgroup was removed");
+    // Thawed, the same cgroup is fine.
+    std::fs::write(&file, if cgroup_v2_only() { "0" } else { "THAWED" }).unwrap();
+    t.run_detached().assert_ok();
+    finish(t);
+}
+
+/// A second container in a cgroup that already has processes: runc 1.1 goes ahead with a
+/// warning, and so does berth.
+#[test]
+fn run_and_create_warn_about_a_non_empty_cgroup() {
+    let t = Ctx::new("cg-shared");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    let out = t.run_detached();
+    out.assert_ok();
+    assert!(!out.stderr.contains("not empty"), "an empty cgroup: {out}");
+    let shared = Ctx::cgroups_path(&t.id);
+    let spec = t
+        .spec()
+        .args(&["sleep", "1000"])
+        .set("/linux/cgroupsPath", json!(shared));
+    let b = t.bundle_with("second", &spec);
+    let b = b.to_str().unwrap();
+    let two = t.other_id("two");
+    let out = t.cmd(&["run", "--detach", "--bundle", b, &two]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("container's cgroup is not empty"),
+        "no warning: {out}"
+    );
+    let three = t.other_id("three");
+    let out = t.cmd(&["create", "--bundle", b, &three]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("container's cgroup is not empty"),
+        "no warning: {out}"
+    );
+    t.cmd(&["delete", "--force", &three]).assert_ok();
+    t.cmd(&["delete", "--force", &two]).assert_ok();
+    finish(t);
+}

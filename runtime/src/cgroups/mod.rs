@@ -309,6 +309,26 @@ impl Cgroup {
         }
     }
 
+    /// Checks a cgroup that a new container is about to use, as runc does: a frozen one is
+    /// refused (the init would stop in it, and `create` would never return); one that already
+    /// has processes is used, with a warning (returned) — runc 1.2 refuses that too.
+    pub fn check_unused(&self) -> std::result::Result<Option<String>, CgroupError> {
+        if self.is_frozen()? {
+            return Err(err(format!(
+                "container's cgroup unexpectedly frozen: {} (thaw it, or give the container \
+                 another cgroupsPath)",
+                self.path
+            )));
+        }
+        let n = self.pids()?.len();
+        Ok((n > 0).then(|| {
+            format!(
+                "container's cgroup is not empty: {n} process(es) found in {}",
+                self.path
+            )
+        }))
+    }
+
     /// An fd of the cgroup's directory in the unified hierarchy, for `clone3(CLONE_INTO_CGROUP)`
     /// (pure v2, and the unified half of a hybrid host). `None` on pure v1.
     pub fn clone_into_fd(&self) -> Option<OwnedFd> {
