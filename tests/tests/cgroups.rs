@@ -384,3 +384,83 @@ fn run_and_create_warn_about_a_non_empty_cgroup() {
     t.cmd(&["delete", "--force", &two]).assert_ok();
     finish(t);
 }
+
+/// A runtime process that is killed (and reaped) if the test ends before it does.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `events` reports an OOM kill in the container as runc does (`{"type":"oom","id":…}`, a line
+/// of its own), and ends by itself when the container is deleted.
+#[test]
+fn events_report_oom_and_end_when_the_container_goes() {
+    use std::io::BufRead;
+    let t = running_with(
+        "events-oom",
+        json!({"memory": {"limit": 33554432, "swap": 33554432}}),
+    );
+    let mut ev = Background(
+        std::process::Command::new(&t.rt.bin)
+            .arg("--root")
+            .arg(&t.rt.root)
+            .args(["events", "--interval", "1s", &t.id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = ev.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // The first stats event: events is watching by now.
+    let first = rx
+        .recv_timeout(CMD_TIMEOUT)
+        .expect("no event from `events`");
+    assert!(first.contains("\"stats\""), "{first}");
+    t.cmd(&[
+        "exec",
+        "-d",
+        &t.id,
+        "sh",
+        "-c",
+        "x=$(dd if=/dev/urandom ibs=5120k)",
+    ])
+    .assert_ok();
+    let want = format!("{{\"type\":\"oom\",\"id\":\"{}\"}}", t.id);
+    let start = std::time::Instant::now();
+    loop {
+        let left = CMD_TIMEOUT.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == want => break,
+            Ok(_) => {}
+            Err(e) => panic!("no OOM event from `events` ({e})"),
+        }
+    }
+    t.delete_force().assert_ok();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = ev.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < CMD_TIMEOUT,
+            "`events` outlived the container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "events: {status}");
+    t.assert_no_leftovers(&t.id);
+}

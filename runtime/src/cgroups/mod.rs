@@ -11,11 +11,13 @@
 //! berth owns when it is empty. Nothing else in the host's hierarchies is touched.
 
 mod devices;
+mod events;
 mod fs;
 mod stats;
 mod v1;
 mod v2;
 
+pub use events::{OomEvent, OomWatch};
 pub use stats::Stats;
 
 use oci_spec::runtime::LinuxResources;
