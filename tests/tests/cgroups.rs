@@ -464,3 +464,32 @@ fn events_report_oom_and_end_when_the_container_goes() {
     assert!(status.success(), "events: {status}");
     t.assert_no_leftovers(&t.id);
 }
+
+/// cgroup v1: a parent that exists with no `cpuset.cpus`/`cpuset.mems` (as `mkdir` makes it)
+/// gets its parent's, as runc does; otherwise the container's cpuset would copy the empty
+/// values and the init could not join it (ENOSPC).
+#[test]
+fn cpuset_of_an_existing_empty_parent_is_filled_in() {
+    if cgroup_v2_only() {
+        eprintln!("skipped: cgroup v1 cpuset only");
+        return;
+    }
+    let t = Ctx::new("cpuset-parent");
+    let parent = Ctx::cgroups_path(&t.id);
+    let dir = cgroup_file("cpuset", &parent, "");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(
+        t.cgroup_value(&t.id, "cpuset", "cpuset.cpus"),
+        "",
+        "mkdir'd empty"
+    );
+    t.write_spec(
+        &t.spec()
+            .set("/linux/cgroupsPath", json!(format!("{parent}/ct"))),
+    );
+    t.run().assert_ok();
+    let top = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+    assert_eq!(t.cgroup_value(&t.id, "cpuset", "cpuset.cpus"), top.trim());
+    // The container's own cgroup is gone; the parent is the test's (Ctx removes it).
+    assert!(!cgroup_file("cpuset", &format!("{parent}/ct"), "").exists());
+}

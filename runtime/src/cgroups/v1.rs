@@ -5,8 +5,9 @@ use oci_spec::runtime::LinuxResources;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A new cpuset cgroup starts with no cpus and no mems, and no task can join it: copy the
-/// parent's.
+/// A new cpuset cgroup starts with no cpus and no mems, and no task can join it (ENOSPC): copy
+/// the parent's. Called top-down for every directory on the container's path, so that a parent
+/// someone made without setting them (no task can be in it then) gets them too, as runc does.
 pub fn init_cpuset(parent: &Path, dir: &Path) -> Result<()> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         if fs::read(dir, file)?.is_empty() {
