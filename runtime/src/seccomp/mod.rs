@@ -15,11 +15,14 @@
 //! - a rule whose `args` name the same argument index twice becomes one rule per argument
 //!   (matching any of them); otherwise all the conditions must hold;
 //! - `errnoRet` defaults to EPERM for SCMP_ACT_ERRNO and SCMP_ACT_TRACE;
-//! - the filter does not set `no_new_privs` itself: `process.noNewPrivileges` decides.
+//! - the filter does not set `no_new_privs` itself: `process.noNewPrivileges` decides;
+//! - syscalls newer than the newest one the profile names get ENOSYS, not the default action
+//!   (runc's -ENOSYS stub, see `enosys`), so that libc falls back to older ones.
 //!
 //! Loading a filter needs either `no_new_privs` set or CAP_SYS_ADMIN in the effective set of
 //! the calling process (in its user namespace); otherwise the kernel answers EACCES.
 
+mod enosys;
 mod listener;
 
 #[cfg(test)]
@@ -90,10 +93,12 @@ impl Filter {
         ctx.set_ctl_nnp(false)
             .map_err(|e| err(format!("clear the no_new_privs attribute: {e}")))?;
 
+        let mut arches = vec![ScmpArch::Native];
         for a in profile.architectures().iter().flatten() {
             let arch = arch(*a);
             ctx.add_arch(arch)
                 .map_err(|e| err(format!("add architecture {a}: {e}")))?;
+            arches.push(arch);
         }
 
         let mut listener = false;
@@ -153,8 +158,10 @@ impl Filter {
             }
         }
 
+        let mut program = enosys::stub(profile, &arches);
+        program.extend(export(&ctx)?);
         Ok(Filter {
-            program: export(&ctx)?,
+            program,
             flags,
             listener,
         })
