@@ -224,3 +224,31 @@ fn invalid_syscall_name_fails_cleanly() {
     }
     t.assert_no_leftovers(&t.id);
 }
+
+/// startContainer hooks run in the container after its filter is loaded, as runc orders it
+/// (the filter, then the hooks, then the exec): here the hook's mkdir is refused. With
+/// `noNewPrivileges` the filter used to be loaded only after the hooks.
+#[test]
+fn start_container_hooks_run_under_the_filter() {
+    let t = Ctx::new("sc-hook");
+    let rules = json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]);
+    let hook = "mkdir /tmp/made-by-hook || touch /tmp/hook-refused";
+    let spec = t
+        .spec()
+        .seccomp(seccomp_allow_except(rules))
+        .set("/process/noNewPrivileges", json!(true))
+        .hook(
+            "startContainer",
+            "/bin/sh",
+            &["sh", "-c", hook],
+            &[],
+            Some(10),
+        )
+        .sh("ls /tmp");
+    t.write_spec(&spec);
+    let out = t.run();
+    out.assert_ok();
+    assert!(out.stdout.contains("hook-refused"), "{out}");
+    assert!(!out.stdout.contains("made-by-hook"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}

@@ -255,6 +255,12 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
         unsafe { libc::_exit(1) };
     }
     let conn = Some(c);
+    // As runc: the filter, then the startContainer hooks (so they run under it), then exec.
+    if let Some(f) = seccomp {
+        if let Err(err) = f.load() {
+            return Err((err.into(), conn));
+        }
+    }
     let hooks_cfg = spec.hooks().as_ref();
     if let Err(err) = hooks::run_all(
         "startContainer",
@@ -262,11 +268,6 @@ fn init(a: InitArgs<'_>, chan: &Channel) -> std::result::Result<Never, InitError
         &a.state_json,
     ) {
         return Err((err.into(), conn));
-    }
-    if let Some(f) = seccomp {
-        if let Err(err) = f.load() {
-            return Err((err.into(), conn));
-        }
     }
     Err((setup::exec(&program), conn))
 }
