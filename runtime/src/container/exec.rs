@@ -136,6 +136,23 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
                 let sock = opts.console_socket.as_ref().expect("checked");
                 tty::send_to_console_socket(sock, fd.as_fd()).map_err(fail)?;
             }
+            Some((Msg::SeccompFd, Some(fd))) => {
+                // To the container's seccomp agent, as for the init, with this process's pid.
+                let sc = linux
+                    .and_then(|l| l.seccomp().as_ref())
+                    .expect("has a filter");
+                if let Some(path) = sc.listener_path() {
+                    let msg = serde_json::json!({
+                        "ociVersion": st.config.version(),
+                        "fds": ["seccompFd"],
+                        "pid": pid,
+                        "metadata": sc.listener_metadata().clone().unwrap_or_default(),
+                        "state": st.public(status),
+                    });
+                    crate::seccomp::send_listener_fd(path, &fd, msg.to_string().as_bytes())
+                        .map_err(|e| fail(e.into()))?;
+                }
+            }
             Some((Msg::Ready { warnings }, _)) => {
                 for w in warnings {
                     super::warn(&w);
@@ -199,20 +216,26 @@ fn child(
             .map(|s| s.trim() == "deny")
             .unwrap_or(false);
         // As in the init: without no_new_privs the filter must go in while CAP_SYS_ADMIN is
-        // still held; otherwise as late as possible.
+        // still held; otherwise as late as possible, but before we report ready if the parent
+        // has a notify fd to hand to the profile's seccomp agent.
         let mut filter = filter;
-        if !process.no_new_privileges().unwrap_or(false) {
-            if let Some(f) = filter.take() {
-                f.load()?;
+        let load = |filter: &mut Option<Filter>| -> Result<()> {
+            if let Some(fd) = filter.take().map(Filter::load).transpose()?.flatten() {
+                chan.send_with_fd(&Msg::SeccompFd, Some(fd.as_fd()))?;
             }
+            Ok(())
+        };
+        if !process.no_new_privileges().unwrap_or(false) {
+            load(&mut filter)?;
         }
         let warnings = setup::apply_process_attributes(process, denies)?;
         let program = setup::find_program(process)?;
+        if filter.as_ref().is_some_and(Filter::wants_listener) {
+            load(&mut filter)?;
+        }
         setup::close_fds_on_exec(3 + preserve_fds);
         chan.send(&Msg::Ready { warnings })?;
-        if let Some(f) = filter {
-            f.load()?;
-        }
+        load(&mut filter)?;
         Err(setup::exec(&program))
     })();
     let Err(e) = r;
