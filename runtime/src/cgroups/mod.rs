@@ -396,6 +396,81 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The directories, one per hierarchy, of the sub-cgroups that `exec --cgroup` names
+    /// (runc's): `subs` maps a v1 controller to a path below the container's cgroup, or `""`
+    /// to one for every hierarchy; hierarchies not named keep the container's cgroup. A path
+    /// that leaves the container's cgroup or an unknown controller is refused; whether the
+    /// directory exists is for [`Cgroup::add_pid_to`] to find out.
+    pub fn sub_cgroup_dirs(
+        &self,
+        subs: &std::collections::BTreeMap<String, String>,
+    ) -> std::result::Result<Vec<PathBuf>, CgroupError> {
+        let below = |base: PathBuf, sub: &str| -> Result<PathBuf> {
+            let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+            for c in Path::new(sub).components() {
+                match c {
+                    Component::Normal(p) => parts.push(p),
+                    Component::ParentDir => {
+                        parts.pop().ok_or_else(|| {
+                            err(format!("{sub} is not a sub cgroup path of {}", self.path))
+                        })?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(parts.iter().fold(base, |d, p| d.join(p)))
+        };
+        let all = subs.get("");
+        let dirs = match Layout::get()? {
+            Layout::V2 { root } => {
+                if let Some(c) = subs.keys().find(|c| !c.is_empty()) {
+                    return Err(err(format!(
+                        "unknown controller {c} (cgroup v2 has one hierarchy: give a path only)"
+                    )));
+                }
+                vec![below(root.join(self.rel()), all.map_or("", |s| s))?]
+            }
+            Layout::V1 { mounts, unified } => {
+                for c in subs.keys().filter(|c| !c.is_empty()) {
+                    if Self::v1_dir(mounts, self.rel(), c).is_none() {
+                        return Err(err(format!("unknown controller {c}")));
+                    }
+                }
+                let mut dirs = Vec::new();
+                for m in mounts {
+                    let sub = all
+                        .or_else(|| m.controllers.iter().find_map(|c| subs.get(c)))
+                        .map_or("", |s| s);
+                    dirs.push(below(m.dir.join(self.rel()), sub)?);
+                }
+                if let Some(u) = unified {
+                    dirs.push(below(u.join(self.rel()), all.map_or("", |s| s))?);
+                }
+                dirs
+            }
+        };
+        Ok(dirs)
+    }
+
+    /// Moves `pid` into each of `dirs` (from [`Cgroup::sub_cgroup_dirs`]).
+    pub fn add_pid_to(dirs: &[PathBuf], pid: i32) -> std::result::Result<(), CgroupError> {
+        for d in dirs {
+            let p = d.join("cgroup.procs");
+            fs::try_write(d, "cgroup.procs", &pid.to_string()).map_err(|e| {
+                // Worded as runc's (Go's lower-case errno text), which tools match.
+                let why = e
+                    .raw_os_error()
+                    .map(|n| nix::errno::Errno::from_raw(n).desc().to_lowercase())
+                    .unwrap_or_else(|| e.to_string());
+                err(format!(
+                    "adding pid {pid} to cgroups: {}: {why}",
+                    p.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Applies resources; returns warnings for settings this host cannot honour.
     pub fn apply(&self, res: &LinuxResources) -> std::result::Result<Vec<String>, CgroupError> {
         match Layout::get()? {

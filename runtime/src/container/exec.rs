@@ -21,6 +21,9 @@ pub struct ExecOpts {
     /// Run even if the container is paused (runc's `--ignore-paused`): the process starts
     /// frozen and runs when the container is resumed.
     pub ignore_paused: bool,
+    /// runc's `--cgroup`: sub-cgroups of the container's to put the process in, by v1
+    /// controller; the key `""` means every hierarchy. Empty: the container's cgroup.
+    pub sub_cgroups: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts the process; returns its host pid (it is the caller's child).
@@ -51,6 +54,15 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     if let Some(e) = crate::apparmor::check(opts.process.apparmor_profile().as_deref()) {
         return Err(Error::Other(e));
     }
+    let sub_dirs = if opts.sub_cgroups.is_empty() {
+        None
+    } else {
+        let cg = st
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::Other(format!("container {id:?} has no cgroup")))?;
+        Some(cg.sub_cgroup_dirs(&opts.sub_cgroups)?)
+    };
     let linux = st.config.linux().as_ref();
     let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
         Some(p) => Some(Filter::build(p)?),
@@ -75,7 +87,12 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     let (mut parent_chan, mut child_chan) = Channel::pair()?;
     parent_chan.move_above(3 + opts.preserve_fds)?;
     child_chan.move_above(3 + opts.preserve_fds)?;
-    let cg_fd = st.cgroup.as_ref().and_then(|c| c.clone_into_fd());
+    // Into sub-cgroups, the parent moves the process (below), as runc does.
+    let cg_fd = st
+        .cgroup
+        .as_ref()
+        .filter(|_| sub_dirs.is_none())
+        .and_then(|c| c.clone_into_fd());
     let forked = match clone(CloneFlags::empty(), cg_fd.as_ref().map(|f| f.as_fd())) {
         Err(_) if cg_fd.is_some() => clone(CloneFlags::empty(), None).map(|f| (f, false)),
         r => r.map(|f| (f, cg_fd.is_some())),
@@ -95,7 +112,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
             let join_v1 = st
                 .cgroup
                 .as_ref()
-                .filter(|_| crate::cgroups::Cgroup::host_has_v1());
+                .filter(|_| crate::cgroups::Cgroup::host_has_v1() && sub_dirs.is_none());
             child(
                 &ns,
                 &opts.process,
@@ -115,7 +132,9 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
         let _ = nix::sys::wait::waitpid(p, None);
         e
     };
-    if !in_cgroup {
+    if let Some(dirs) = &sub_dirs {
+        crate::cgroups::Cgroup::add_pid_to(dirs, pid).map_err(|e| fail(e.into()))?;
+    } else if !in_cgroup {
         if let Some(cg) = &st.cgroup {
             // The v1 hierarchies are the child's own job.
             cg.add_pid_unified(pid).map_err(|e| fail(e.into()))?;

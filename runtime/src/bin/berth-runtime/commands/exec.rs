@@ -138,6 +138,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
         ignore_paused: a.ignore_paused,
+        sub_cgroups: sub_cgroups(&a.cgroup)?,
     };
     let pid = lib_exec(root, &a.id, &opts)?;
     if a.detach {
@@ -223,4 +224,25 @@ fn relay_and_wait(child: Pid, forwarded: &SigSet, master: &std::os::fd::OwnedFd)
             Err(e) => bail!("wait for exec process {child}: {e}"),
         }
     }
+}
+
+/// runc's `--cgroup` arguments, `[<controller>[,<controller>…]:]<path>`, as a map from
+/// controller to path (`""`: every hierarchy, allowed only as the one argument).
+fn sub_cgroups(args: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in args {
+        match a.split(':').collect::<Vec<_>>()[..] {
+            [path] if args.len() == 1 => {
+                out.insert(String::new(), path.to_string());
+            }
+            [_] => bail!("invalid --cgroup argument: {a} (missing <controller>: prefix)"),
+            [ctrls, path] => {
+                for c in ctrls.split(',') {
+                    out.insert(c.to_string(), path.to_string());
+                }
+            }
+            _ => bail!("invalid --cgroup argument: {a}"),
+        }
+    }
+    Ok(out)
 }
