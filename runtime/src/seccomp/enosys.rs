@@ -87,7 +87,8 @@ fn audit_arch(a: ScmpArch) -> Option<(u32, bool)> {
 }
 
 /// The highest syscall number the profile names (any action), for x86-64 (native ABI, x32) and
-/// every other covered architecture of the filter. Names unknown to an architecture are skipped.
+/// every other covered architecture of the filter. Names unknown to an architecture, or that
+/// are no syscall of their own there, are skipped.
 fn last_syscalls(profile: &LinuxSeccomp, arches: &[ScmpArch]) -> BTreeMap<u32, [Option<u32>; 2]> {
     let mut out: BTreeMap<u32, [Option<u32>; 2]> = BTreeMap::new();
     for &arch in arches {
@@ -105,7 +106,9 @@ fn last_syscalls(profile: &LinuxSeccomp, arches: &[ScmpArch]) -> BTreeMap<u32, [
             .flatten()
             .flat_map(|s| s.names())
             .filter_map(|n| ScmpSyscall::from_name_by_arch(n, arch).ok())
-            .map(|s| i32::from(s) as u32)
+            // A name without a syscall of its own on `arch` (socket on i386, …) resolves to a
+            // negative pseudo-number: not a syscall number.
+            .filter_map(|s| u32::try_from(i32::from(s)).ok())
             .max();
         let Some(mut max) = max else { continue };
         if x32 {
