@@ -85,9 +85,21 @@ pub fn stats_event(root: &Path, id: &str) -> Result<serde_json::Value> {
     Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}))
 }
 
-/// `events` without `--stats`: calls `emit` with the JSON line of a stats event now and every
-/// `every`, and with `{"type":"oom","id":…}` (in runc's key order) whenever a process of the container hits its memory limit; returns
-/// when the container goes away (its init exits, or its cgroup is removed), as runc's does.
+/// [`stats_event`] as the line runc prints: keys in its order (`type`, `id`, `data`), which
+/// tools match as text.
+pub fn stats_line(root: &Path, id: &str) -> Result<String> {
+    let ev = stats_event(root, id)?;
+    Ok(format!(
+        "{{\"type\":\"stats\",\"id\":{},\"data\":{}}}",
+        serde_json::Value::from(id),
+        ev["data"]
+    ))
+}
+
+/// `events` without `--stats`: calls `emit` with a [`stats_line`] now and every `every`, and
+/// with `{"type":"oom","id":…}` (runc's key order too) whenever a process of the container hits
+/// its memory limit; returns when the container goes away (its init exits, or its cgroup is
+/// removed), as runc's does.
 pub fn watch_events(
     root: &Path,
     id: &str,
@@ -121,8 +133,8 @@ pub fn watch_events(
     loop {
         let now = std::time::Instant::now();
         if now >= next {
-            match stats_event(root, id) {
-                Ok(ev) => emit(&ev.to_string())?,
+            match stats_line(root, id) {
+                Ok(line) => emit(&line)?,
                 // Deleted meanwhile (state or cgroup gone): the container went away.
                 Err(_) if !State::load(root, id).is_ok_and(|s| s.init_alive()) => return Ok(()),
                 Err(e) => super::warn(&format!("events: {e}")),

@@ -126,7 +126,7 @@ fn parse_interval(s: &str) -> Result<std::time::Duration> {
 pub fn events(root: &Path, id: &str, stats: bool, interval: &str) -> Result<i32> {
     let every = parse_interval(interval)?;
     if stats {
-        super::out(&info::stats_event(root, id)?.to_string())?;
+        super::out(&info::stats_line(root, id)?)?;
         return Ok(0);
     }
     info::watch_events(root, id, every, |ev| {
