@@ -85,6 +85,11 @@ fn exec_tty_without_console_socket_relays_the_terminal() {
         assert!(out.stdout.contains("/dev/pts/"), "exec {i}: no tty: {out}");
         assert!(out.stdout.contains("exec-words"), "exec {i}: {out}");
     }
+    // Detached, nobody would be there to relay: refused, as runc does.
+    t.cmd(&["exec", "-t", "-d", &t.id, "true"])
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["console socket"]);
     // The exit code comes through the relay too.
     let out = under_script(&t, &["exec", "-t", &t.id, "sh", "-c", "exit 7"]);
     assert_eq!(out.code, 7, "{out}");

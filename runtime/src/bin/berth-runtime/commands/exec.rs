@@ -107,7 +107,7 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     // A terminal with nobody to hand it to: relay it ourselves, as `run` does.
     let relay = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
         if a.detach {
-            bail!("exec --tty --detach needs --console-socket (the pty master must go somewhere)");
+            bail!("cannot allocate tty when detaching without a console socket: exec --tty --detach needs --console-socket");
         }
         Some(crate::relay::ConsoleSocket::new()?)
     } else {
