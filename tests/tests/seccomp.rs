@@ -400,3 +400,19 @@ fn exec_hands_the_notify_fd_to_the_agent_with_no_new_privs() {
 fn exec_hands_the_notify_fd_to_the_agent_without_no_new_privs() {
     exec_hands_the_notify_fd_to_the_agent(false);
 }
+
+/// No agent listening at `listenerPath`: `run` fails with runc's words, and leaves nothing.
+#[test]
+fn notify_without_an_agent_fails_with_runcs_message() {
+    let t = Ctx::new("sc-noagent");
+    let mut profile = seccomp_allow_except(json!([
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}
+    ]));
+    profile["listenerPath"] = json!(t.path("no-agent.sock"));
+    t.write_spec(&t.spec().seccomp(profile));
+    t.run()
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["failed to connect with seccomp agent"]);
+    t.assert_no_leftovers(&t.id);
+}

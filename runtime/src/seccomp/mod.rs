@@ -114,6 +114,13 @@ impl Filter {
             let conditions = conditions(sc).map_err(|e| err(format!("syscalls[{i}]: {e}")))?;
             let mut added = false;
             for name in sc.names() {
+                if act == ScmpAction::Notify && name == "write" {
+                    // As runc: the process writes to the runtime while it sets up, after the
+                    // filter is in and before the agent has the notify fd.
+                    return Err(err(format!(
+                        "syscalls[{i}]: SCMP_ACT_NOTIFY cannot be used for the write syscall"
+                    )));
+                }
                 let Ok(nr) = ScmpSyscall::from_name(name) else {
                     // Unknown to this libseccomp or architecture: skipped, as runc does.
                     continue;

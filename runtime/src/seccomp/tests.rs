@@ -221,6 +221,19 @@ fn bad_profiles_are_refused_with_a_reason() {
     ))
     .unwrap_err();
     assert!(e.to_string().contains("errnoRet 70000"), "{e}");
+
+    // As runc: notify on write would stop the process while it still reports to the runtime.
+    let mut p = profile(
+        LinuxSeccompAction::ScmpActAllow,
+        vec![rule(&["write"], LinuxSeccompAction::ScmpActNotify, None)],
+    );
+    p.set_listener_path(Some("/nonexistent-berth/agent.sock".into()));
+    let e = Filter::build(&p).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("SCMP_ACT_NOTIFY cannot be used for the write syscall"),
+        "{e}"
+    );
 }
 
 #[test]
