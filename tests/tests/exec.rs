@@ -286,3 +286,20 @@ fn exec_cgroup_puts_the_process_in_a_sub_cgroup() {
     }
     finish(t);
 }
+
+/// A process.json without `user` (runc's own tests pass one) runs as uid 0, gid 0, as in runc,
+/// where the missing object is Go's zero value.
+#[test]
+fn exec_process_json_without_user_runs_as_root() {
+    let t = running("exec-nouser");
+    let p = t.path("process.json");
+    std::fs::write(
+        &p,
+        json!({"args": ["id"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}).to_string(),
+    )
+    .unwrap();
+    let out = t.cmd(&["exec", "--process", p.to_str().unwrap(), &t.id]);
+    out.assert_ok();
+    assert!(out.stdout.starts_with("uid=0(root) gid=0(root)"), "{out}");
+    finish(t);
+}

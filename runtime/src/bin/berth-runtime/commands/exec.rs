@@ -15,8 +15,14 @@ use std::path::Path;
 fn build_process(root: &Path, a: &ExecArgs) -> Result<Process> {
     if let Some(path) = &a.process {
         let data = std::fs::read(path).with_context(|| format!("read process file {path:?}"))?;
-        let p: Process = serde_json::from_slice(&data)
-            .with_context(|| format!("invalid process file {path:?}"))?;
+        let bad = |e: serde_json::Error| anyhow::anyhow!("invalid process file {path:?}: {e}");
+        let mut v: serde_json::Value = serde_json::from_slice(&data).map_err(bad)?;
+        // runc reads a missing user as uid 0, gid 0 (Go's zero value); oci-spec requires it.
+        if let Some(o) = v.as_object_mut() {
+            o.entry("user")
+                .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        }
+        let p: Process = serde_json::from_value(v).map_err(bad)?;
         return Ok(p);
     }
     if a.command.is_empty() {
