@@ -497,3 +497,23 @@ fn cpuset_of_an_existing_empty_parent_is_filled_in() {
     // The container's own cgroup is gone; the parent is the test's (Ctx removes it).
     assert!(!cgroup_file("cpuset", &format!("{parent}/ct"), "").exists());
 }
+
+/// cgroup v1 (hybrid too, whose unified hierarchy has no controllers): `resources.unified` is
+/// refused, in runc's words, and nothing is left.
+#[test]
+fn unified_resources_on_cgroup_v1_are_refused() {
+    if cgroup_v2_only() {
+        eprintln!("skipped: cgroup v1 only");
+        return;
+    }
+    let t = Ctx::new("cg-unified-v1");
+    t.write_spec(
+        &t.spec()
+            .resources("unified", json!({"memory.min": "131072"})),
+    );
+    t.run_detached()
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["invalid configuration"]);
+    t.assert_no_leftovers(&t.id);
+}

@@ -475,12 +475,7 @@ impl Cgroup {
     pub fn apply(&self, res: &LinuxResources) -> std::result::Result<Vec<String>, CgroupError> {
         match Layout::get()? {
             Layout::V2 { root } => v2::apply(&root.join(self.rel()), res),
-            Layout::V1 { mounts, unified } => v1::apply(
-                mounts,
-                unified.as_ref().map(|u| u.join(self.rel())).as_deref(),
-                self.rel(),
-                res,
-            ),
+            Layout::V1 { mounts, .. } => v1::apply(mounts, self.rel(), res),
         }
     }
 
