@@ -96,3 +96,29 @@ fn exec_tty_without_console_socket_relays_the_terminal() {
     t.delete_force().assert_ok();
     t.assert_no_leftovers(&t.id);
 }
+
+/// The terminal of `exec -t --user` belongs to that user (runc's tty.bats "tty owner"); its
+/// group stays the tty group devpts gives it.
+#[test]
+fn exec_tty_belongs_to_the_process_user() {
+    let t = Ctx::new("exec-tty-owner");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.run_detached().assert_ok();
+    let out = under_script(
+        &t,
+        &[
+            "exec",
+            "-t",
+            "--user",
+            "1000:100",
+            &t.id,
+            "sh",
+            "-c",
+            "stat -c %u:%g $(tty)",
+        ],
+    );
+    assert_eq!(out.code, 0, "{out}");
+    assert!(out.stdout.contains("1000:5"), "{out}");
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}

@@ -228,6 +228,13 @@ fn child(
             if let Some(sz) = process.console_size() {
                 tty::set_size(master.as_fd(), sz.height() as u16, sz.width() as u16);
             }
+            // The terminal is the process's user's, as runc makes it (its group stays devpts'
+            // tty group). An id the user namespace cannot map, or a read-only /dev, leaves it.
+            let uid = nix::unistd::Uid::from_raw(process.user().uid());
+            match nix::unistd::fchown(&slave, Some(uid), None) {
+                Ok(()) | Err(nix::Error::EINVAL | nix::Error::EPERM | nix::Error::EROFS) => {}
+                Err(e) => return Err(Error::Other(format!("chown the terminal to {uid}: {e}"))),
+            }
             tty::make_controlling(&slave)?;
             chan.send_with_fd(&Msg::ConsoleFd, Some(master.as_fd()))?;
         }
