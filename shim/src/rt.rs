@@ -263,6 +263,7 @@ impl Runtime {
                     console_socket: console.map(Path::to_path_buf),
                     pid_file: None,
                     preserve_fds: 0,
+                    ..Default::default()
                 };
                 self.with_stdio(stdio, || c::exec::exec(&self.root, &self.id, &opts))
                     .map_err(|e| RtError::Other(format!("set up stdio: {e}")))?

@@ -276,6 +276,9 @@ fn events_stats() {
     let t = running_with("events", json!({"pids": {"limit": 30}}));
     let out = t.cmd(&["events", "--stats", &t.id]);
     out.assert_ok();
+    // Keys in runc's order: tools (and runc's own tests) match the line as text.
+    let head = format!("{{\"type\":\"stats\",\"id\":\"{}\",\"data\":", t.id);
+    assert!(out.stdout.starts_with(&head), "{out}");
     let ev = out.json();
     assert_eq!(ev["type"], "stats", "{ev}");
     assert_eq!(ev["id"], t.id.as_str(), "{ev}");
@@ -383,4 +386,205 @@ impl Drop for RemoveCgroups<'_> {
             }
         }
     }
+}
+
+/// The freezer file of a cgroup and the value that freezes it (v1 or v2).
+fn freezer_file(cgroups_path: &str) -> (std::path::PathBuf, &'static str) {
+    if cgroup_v2_only() {
+        (cgroup_file("", cgroups_path, "cgroup.freeze"), "1")
+    } else {
+        (
+            cgroup_file("freezer", cgroups_path, "freezer.state"),
+            "FROZEN",
+        )
+    }
+}
+
+/// A cgroup that is frozen before the container exists would stop the init in it, and `run` or
+/// `create` would never return: refused up front, as runc does, and the cgroup (not the
+/// runtime's) is left as it was.
+#[test]
+fn run_and_create_refuse_a_frozen_cgroup() {
+    let t = Ctx::new("cg-frozen");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    let (file, frozen) = freezer_file(&Ctx::cgroups_path(&t.id));
+    let dir = file.parent().unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(&file, frozen).unwrap();
+    for out in [t.run_detached(), t.create()] {
+        out.assert_failed()
+            .assert_one_line_error()
+            .assert_stderr_mentions(&["container's cgroup unexpectedly frozen"]);
+        assert!(!t.rt.root.join(&t.id).exists(), "state dir left: {out}");
+    }
+    assert!(dir.is_dir(), "the frozen cgroup was removed");
+    // Thawed, the same cgroup is fine.
+    std::fs::write(&file, if cgroup_v2_only() { "0" } else { "THAWED" }).unwrap();
+    t.run_detached().assert_ok();
+    finish(t);
+}
+
+/// A second container in a cgroup that already has processes: runc 1.1 goes ahead with a
+/// warning, and so does berth.
+#[test]
+fn run_and_create_warn_about_a_non_empty_cgroup() {
+    let t = Ctx::new("cg-shared");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    let out = t.run_detached();
+    out.assert_ok();
+    assert!(!out.stderr.contains("not empty"), "an empty cgroup: {out}");
+    let shared = Ctx::cgroups_path(&t.id);
+    let spec = t
+        .spec()
+        .args(&["sleep", "1000"])
+        .set("/linux/cgroupsPath", json!(shared));
+    let b = t.bundle_with("second", &spec);
+    let b = b.to_str().unwrap();
+    let two = t.other_id("two");
+    let out = t.cmd(&["run", "--detach", "--bundle", b, &two]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("container's cgroup is not empty"),
+        "no warning: {out}"
+    );
+    let three = t.other_id("three");
+    let out = t.cmd(&["create", "--bundle", b, &three]);
+    out.assert_ok();
+    assert!(
+        out.stderr.contains("container's cgroup is not empty"),
+        "no warning: {out}"
+    );
+    t.cmd(&["delete", "--force", &three]).assert_ok();
+    t.cmd(&["delete", "--force", &two]).assert_ok();
+    finish(t);
+}
+
+/// A runtime process that is killed (and reaped) if the test ends before it does.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `events` reports an OOM kill in the container as runc does (`{"type":"oom","id":…}`, a line
+/// of its own), and ends by itself when the container is deleted.
+#[test]
+fn events_report_oom_and_end_when_the_container_goes() {
+    use std::io::BufRead;
+    let t = running_with(
+        "events-oom",
+        json!({"memory": {"limit": 33554432, "swap": 33554432}}),
+    );
+    let mut ev = Background(
+        std::process::Command::new(&t.rt.bin)
+            .arg("--root")
+            .arg(&t.rt.root)
+            .args(["events", "--interval", "1s", &t.id])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = ev.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    // The first stats event: events is watching by now.
+    let first = rx
+        .recv_timeout(CMD_TIMEOUT)
+        .expect("no event from `events`");
+    let head = format!("{{\"type\":\"stats\",\"id\":\"{}\",\"data\":", t.id);
+    assert!(first.starts_with(&head), "{first}");
+    t.cmd(&[
+        "exec",
+        "-d",
+        &t.id,
+        "sh",
+        "-c",
+        "x=$(dd if=/dev/urandom ibs=5120k)",
+    ])
+    .assert_ok();
+    let want = format!("{{\"type\":\"oom\",\"id\":\"{}\"}}", t.id);
+    let start = std::time::Instant::now();
+    loop {
+        let left = CMD_TIMEOUT.saturating_sub(start.elapsed());
+        match rx.recv_timeout(left) {
+            Ok(line) if line == want => break,
+            Ok(_) => {}
+            Err(e) => panic!("no OOM event from `events` ({e})"),
+        }
+    }
+    t.delete_force().assert_ok();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = ev.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < CMD_TIMEOUT,
+            "`events` outlived the container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "events: {status}");
+    t.assert_no_leftovers(&t.id);
+}
+
+/// cgroup v1: a parent that exists with no `cpuset.cpus`/`cpuset.mems` (as `mkdir` makes it)
+/// gets its parent's, as runc does; otherwise the container's cpuset would copy the empty
+/// values and the init could not join it (ENOSPC).
+#[test]
+fn cpuset_of_an_existing_empty_parent_is_filled_in() {
+    if cgroup_v2_only() {
+        eprintln!("skipped: cgroup v1 cpuset only");
+        return;
+    }
+    let t = Ctx::new("cpuset-parent");
+    let parent = Ctx::cgroups_path(&t.id);
+    let dir = cgroup_file("cpuset", &parent, "");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert_eq!(
+        t.cgroup_value(&t.id, "cpuset", "cpuset.cpus"),
+        "",
+        "mkdir'd empty"
+    );
+    t.write_spec(
+        &t.spec()
+            .set("/linux/cgroupsPath", json!(format!("{parent}/ct"))),
+    );
+    t.run().assert_ok();
+    let top = std::fs::read_to_string("/sys/fs/cgroup/cpuset/cpuset.cpus").unwrap();
+    assert_eq!(t.cgroup_value(&t.id, "cpuset", "cpuset.cpus"), top.trim());
+    // The container's own cgroup is gone; the parent is the test's (Ctx removes it).
+    assert!(!cgroup_file("cpuset", &format!("{parent}/ct"), "").exists());
+}
+
+/// cgroup v1 (hybrid too, whose unified hierarchy has no controllers): `resources.unified` is
+/// refused, in runc's words, and nothing is left.
+#[test]
+fn unified_resources_on_cgroup_v1_are_refused() {
+    if cgroup_v2_only() {
+        eprintln!("skipped: cgroup v1 only");
+        return;
+    }
+    let t = Ctx::new("cg-unified-v1");
+    t.write_spec(
+        &t.spec()
+            .resources("unified", json!({"memory.min": "131072"})),
+    );
+    t.run_detached()
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["invalid configuration"]);
+    t.assert_no_leftovers(&t.id);
 }

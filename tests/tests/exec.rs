@@ -186,3 +186,120 @@ fn ps_lists_container_processes() {
     assert!(out.stdout.contains(&pid.to_string()), "{out}");
     finish(t);
 }
+
+/// As runc: exec into a paused container is refused unless `--ignore-paused`; with it the
+/// process starts frozen, and runs when the container is resumed.
+#[test]
+fn exec_into_a_paused_container_needs_ignore_paused() {
+    let t = running("exec-paused");
+    t.cmd(&["pause", &t.id]).assert_ok();
+    t.exec(&["true"])
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["paused", "--ignore-paused"]);
+    let procs = || {
+        t.cmd(&["ps", "--format", "json", &t.id])
+            .json()
+            .as_array()
+            .map_or(0, |a| a.len())
+    };
+    assert_eq!(procs(), 1, "the refused exec left a process behind");
+    std::thread::scope(|s| {
+        let exec = s.spawn(|| t.cmd(&["exec", "--ignore-paused", &t.id, "echo", "ran"]));
+        // The exec'd process joins the frozen cgroup (and stops there) before it runs `echo`.
+        let start = std::time::Instant::now();
+        while procs() < 2 {
+            assert!(
+                start.elapsed() < CMD_TIMEOUT,
+                "exec never joined the cgroup: {}",
+                t.cmd(&["ps", "--format", "json", &t.id])
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        t.cmd(&["resume", &t.id]).assert_ok();
+        let out = exec.join().unwrap();
+        out.assert_ok();
+        assert_eq!(out.stdout.trim(), "ran", "{out}");
+    });
+    finish(t);
+}
+
+/// runc's `exec --cgroup`: the process goes into an existing sub-cgroup of the container's,
+/// per v1 controller (`memory:sub`) or, with a path only, in every hierarchy (cgroup v2);
+/// a path outside the container's cgroup, a missing one and an unknown controller are refused.
+#[test]
+fn exec_cgroup_puts_the_process_in_a_sub_cgroup() {
+    let t = running("exec-subcg");
+    let cg = Ctx::cgroups_path(&t.id);
+    let refused = |args: &[&str], what: &[&str]| {
+        let mut a = vec!["exec"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&[t.id.as_str(), "true"]);
+        t.cmd(&a)
+            .assert_failed()
+            .assert_one_line_error()
+            .assert_stderr_mentions(what);
+    };
+    refused(&["--cgroup", ".."], &[" .. is not a sub cgroup path"]);
+    refused(
+        &["--cgroup", "nonexistent"],
+        &["adding pid", "/nonexistent/cgroup.procs: no such file"],
+    );
+    refused(&["--cgroup", "whaaat:/"], &["unknown controller whaaat"]);
+    let lines = |out: &Output| -> Vec<String> {
+        out.assert_ok();
+        out.stdout.lines().map(str::to_string).collect()
+    };
+    if cgroup_v2_only() {
+        std::fs::create_dir(cgroup_file("", &cg, "sub")).unwrap();
+        let out = t.cmd(&["exec", "--cgroup", "sub", &t.id, "cat", "/proc/self/cgroup"]);
+        assert_eq!(lines(&out), [format!("0::{cg}/sub")], "{out}");
+    } else {
+        std::fs::create_dir(cgroup_file("memory", &cg, "submem")).unwrap();
+        std::fs::create_dir(cgroup_file("pids", &cg, "subpids")).unwrap();
+        let out = t.cmd(&[
+            "exec",
+            "--cgroup",
+            "memory:submem",
+            "--cgroup",
+            "pids:subpids",
+            &t.id,
+            "cat",
+            "/proc/self/cgroup",
+        ]);
+        let l = lines(&out);
+        let of = |c: &str| {
+            l.iter()
+                .find(|x| x.split(':').nth(1) == Some(c))
+                .unwrap_or_else(|| panic!("no {c} line: {out}"))
+                .rsplit(':')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(of("memory"), format!("{cg}/submem"), "{out}");
+        assert_eq!(of("pids"), format!("{cg}/subpids"), "{out}");
+        assert_eq!(of("freezer"), cg, "{out}");
+        // `/` is the container's own cgroup.
+        let out = t.cmd(&["exec", "--cgroup", "/", &t.id, "cat", "/proc/self/cgroup"]);
+        assert!(lines(&out).iter().all(|x| x.ends_with(&cg)), "{out}");
+    }
+    finish(t);
+}
+
+/// A process.json without `user` (runc's own tests pass one) runs as uid 0, gid 0, as in runc,
+/// where the missing object is Go's zero value.
+#[test]
+fn exec_process_json_without_user_runs_as_root() {
+    let t = running("exec-nouser");
+    let p = t.path("process.json");
+    std::fs::write(
+        &p,
+        json!({"args": ["id"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}).to_string(),
+    )
+    .unwrap();
+    let out = t.cmd(&["exec", "--process", p.to_str().unwrap(), &t.id]);
+    out.assert_ok();
+    assert!(out.stdout.starts_with("uid=0(root) gid=0(root)"), "{out}");
+    finish(t);
+}

@@ -224,3 +224,195 @@ fn invalid_syscall_name_fails_cleanly() {
     }
     t.assert_no_leftovers(&t.id);
 }
+
+/// startContainer hooks run in the container after its filter is loaded, as runc orders it
+/// (the filter, then the hooks, then the exec): here the hook's mkdir is refused. With
+/// `noNewPrivileges` the filter used to be loaded only after the hooks.
+#[test]
+fn start_container_hooks_run_under_the_filter() {
+    let t = Ctx::new("sc-hook");
+    let rules = json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]);
+    let hook = "mkdir /tmp/made-by-hook || touch /tmp/hook-refused";
+    let spec = t
+        .spec()
+        .seccomp(seccomp_allow_except(rules))
+        .set("/process/noNewPrivileges", json!(true))
+        .hook(
+            "startContainer",
+            "/bin/sh",
+            &["sh", "-c", hook],
+            &[],
+            Some(10),
+        )
+        .sh("ls /tmp");
+    t.write_spec(&spec);
+    let out = t.run();
+    out.assert_ok();
+    assert!(out.stdout.contains("hook-refused"), "{out}");
+    assert!(!out.stdout.contains("made-by-hook"), "{out}");
+    t.assert_no_leftovers(&t.id);
+}
+
+/// A seccomp agent for the tests, listening on `path`: every connection brings a notify fd and
+/// the container process state (sent on the returned channel); every notification on those fds
+/// is answered with `-errno`, without running the syscall.
+fn seccomp_agent(
+    path: &std::path::Path,
+    errno: i32,
+) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind agent socket");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { break };
+            let tx = tx.clone();
+            std::thread::spawn(move || agent_conn(conn, errno, tx));
+        }
+    });
+    rx
+}
+
+/// One connection to [`seccomp_agent`]: the state and notify fd, then the notifications.
+fn agent_conn(
+    mut conn: std::os::unix::net::UnixStream,
+    errno: i32,
+    tx: std::sync::mpsc::Sender<serde_json::Value>,
+) {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut buf = vec![0u8; 65536];
+    let mut cbuf = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is a valid empty header we then fill in.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.len() as _;
+    // SAFETY: msg points at buffers that live until the call returns.
+    let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, 0) };
+    if n <= 0 {
+        return;
+    }
+    // SAFETY: the control buffer was filled by recvmsg; CMSG_* walk it within bounds.
+    let fd = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() || (*c).cmsg_type != libc::SCM_RIGHTS {
+            return;
+        }
+        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32)
+    };
+    // SAFETY: a new fd from SCM_RIGHTS that nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The state may come in more than one piece: read until it parses (or EOF).
+    let mut body = buf[..n as usize].to_vec();
+    let state = loop {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+            break v;
+        }
+        let mut more = [0u8; 4096];
+        match conn.read(&mut more) {
+            Ok(0) | Err(_) => break serde_json::Value::Null,
+            Ok(k) => body.extend_from_slice(&more[..k]),
+        }
+    };
+    let _ = tx.send(state);
+    loop {
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, -1) } < 0 || p.revents & libc::POLLHUP != 0 {
+            return;
+        }
+        // SAFETY: seccomp_notif is plain data; RECV wants it zeroed.
+        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+        // SAFETY: RECV fills the struct we pass.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } < 0 {
+            continue;
+        }
+        let mut resp = libc::seccomp_notif_resp {
+            id: req.id,
+            val: 0,
+            error: -errno,
+            flags: 0,
+        };
+        // SAFETY: SEND reads the response we pass; a gone target answers ENOENT.
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+    }
+}
+
+/// With SCMP_ACT_NOTIFY and a `listenerPath`, an exec'd process's filter sends its notify fd
+/// to the agent too (with the container's state and the process's pid), as runc does; the
+/// agent then answers its syscalls. Without it, the notified syscalls failed with ENOSYS.
+fn exec_hands_the_notify_fd_to_the_agent(nnp: bool) {
+    let t = Ctx::new(if nnp { "sc-notify-nnp" } else { "sc-notify" });
+    let sock = t.path("agent.sock");
+    let states = seccomp_agent(&sock, libc::EXDEV);
+    let mut profile = seccomp_allow_except(json!([
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}
+    ]));
+    profile["listenerPath"] = json!(sock);
+    profile["listenerMetadata"] = json!("berth-test");
+    let spec = t
+        .spec()
+        .seccomp(profile)
+        .set("/process/noNewPrivileges", json!(nnp))
+        .args(&["sleep", "1000"]);
+    t.write_spec(&spec);
+    t.run_detached().assert_ok();
+    let init = states
+        .recv_timeout(CMD_TIMEOUT)
+        .expect("the init's notify fd");
+    assert_eq!(init["pid"], t.pid(), "{init}");
+    // EXDEV: "Invalid cross-device link", from the agent.
+    let out = t.exec(&["mkdir", "/tmp/d"]);
+    out.assert_failed();
+    assert!(out.stderr.contains("cross-device"), "{out}");
+    let exec = states
+        .recv_timeout(CMD_TIMEOUT)
+        .expect("the exec's notify fd");
+    assert_eq!(exec["fds"], json!(["seccompFd"]), "{exec}");
+    assert_eq!(exec["metadata"], "berth-test", "{exec}");
+    assert_eq!(exec["state"]["id"], t.id.as_str(), "{exec}");
+    assert_eq!(exec["state"]["status"], "running", "{exec}");
+    assert!(
+        exec["pid"]
+            .as_i64()
+            .is_some_and(|p| p != i64::from(t.pid())),
+        "{exec}"
+    );
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+#[test]
+fn exec_hands_the_notify_fd_to_the_agent_with_no_new_privs() {
+    exec_hands_the_notify_fd_to_the_agent(true);
+}
+
+#[test]
+fn exec_hands_the_notify_fd_to_the_agent_without_no_new_privs() {
+    exec_hands_the_notify_fd_to_the_agent(false);
+}
+
+/// No agent listening at `listenerPath`: `run` fails with runc's words, and leaves nothing.
+#[test]
+fn notify_without_an_agent_fails_with_runcs_message() {
+    let t = Ctx::new("sc-noagent");
+    let mut profile = seccomp_allow_except(json!([
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}
+    ]));
+    profile["listenerPath"] = json!(t.path("no-agent.sock"));
+    t.write_spec(&t.spec().seccomp(profile));
+    t.run()
+        .assert_failed()
+        .assert_one_line_error()
+        .assert_stderr_mentions(&["failed to connect with seccomp agent"]);
+    t.assert_no_leftovers(&t.id);
+}

@@ -5,22 +5,24 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Creates `root/rel` and its missing parents. `on_create(parent, dir)` runs for each directory
-/// this call created, top-down (v1 cpuset uses it to copy the parent's cpus and mems).
+/// Creates `root/rel` and its missing parents. `on_dir(parent, dir)` runs for each directory on
+/// the way, top-down, whether this call created it or it was there already (v1 cpuset uses it
+/// to give a directory with no cpus or mems its parent's).
 pub fn mkdir_all(
     root: &Path,
     rel: &str,
-    on_create: impl Fn(&Path, &Path) -> Result<()>,
+    on_dir: impl Fn(&Path, &Path) -> Result<()>,
 ) -> Result<()> {
     let mut dir = root.to_path_buf();
     for part in rel.split('/').filter(|p| !p.is_empty()) {
         let parent = dir.clone();
         dir.push(part);
         match std::fs::create_dir(&dir) {
-            Ok(()) => on_create(&parent, &dir)?,
+            Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) => return Err(err(format!("create {}: {e}", dir.display()))),
         }
+        on_dir(&parent, &dir)?;
     }
     Ok(())
 }

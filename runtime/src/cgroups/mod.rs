@@ -11,11 +11,13 @@
 //! berth owns when it is empty. Nothing else in the host's hierarchies is touched.
 
 mod devices;
+mod events;
 mod fs;
 mod stats;
 mod v1;
 mod v2;
 
+pub use events::{OomEvent, OomWatch};
 pub use stats::Stats;
 
 use oci_spec::runtime::LinuxResources;
@@ -309,6 +311,26 @@ impl Cgroup {
         }
     }
 
+    /// Checks a cgroup that a new container is about to use, as runc does: a frozen one is
+    /// refused (the init would stop in it, and `create` would never return); one that already
+    /// has processes is used, with a warning (returned) — runc 1.2 refuses that too.
+    pub fn check_unused(&self) -> std::result::Result<Option<String>, CgroupError> {
+        if self.is_frozen()? {
+            return Err(err(format!(
+                "container's cgroup unexpectedly frozen: {} (thaw it, or give the container \
+                 another cgroupsPath)",
+                self.path
+            )));
+        }
+        let n = self.pids()?.len();
+        Ok((n > 0).then(|| {
+            format!(
+                "container's cgroup is not empty: {n} process(es) found in {}",
+                self.path
+            )
+        }))
+    }
+
     /// An fd of the cgroup's directory in the unified hierarchy, for `clone3(CLONE_INTO_CGROUP)`
     /// (pure v2, and the unified half of a hybrid host). `None` on pure v1.
     pub fn clone_into_fd(&self) -> Option<OwnedFd> {
@@ -330,9 +352,14 @@ impl Cgroup {
     /// writing `0` to `tasks`. Unlike another process writing our pid to `cgroup.procs`, this
     /// does not take the kernel's global threadgroup lock, whose first use waits out an RCU
     /// grace period — milliseconds on every container start.
+    ///
+    /// The freezer hierarchy comes last: in a frozen (paused) cgroup the process stops as soon
+    /// as it joins it, and must be in every other hierarchy by then (`ps` reads `pids`).
     pub fn join_self_v1(&self) -> std::result::Result<(), CgroupError> {
         if let Layout::V1 { mounts, .. } = Layout::get()? {
-            for m in mounts {
+            let freezer = |m: &&V1Mount| m.controllers.iter().any(|c| c == "freezer");
+            let (last, first): (Vec<&V1Mount>, Vec<&V1Mount>) = mounts.iter().partition(freezer);
+            for m in first.into_iter().chain(last) {
                 fs::write(&m.dir.join(self.rel()), "tasks", "0")?;
             }
         }
@@ -369,16 +396,86 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The directories, one per hierarchy, of the sub-cgroups that `exec --cgroup` names
+    /// (runc's): `subs` maps a v1 controller to a path below the container's cgroup, or `""`
+    /// to one for every hierarchy; hierarchies not named keep the container's cgroup. A path
+    /// that leaves the container's cgroup or an unknown controller is refused; whether the
+    /// directory exists is for [`Cgroup::add_pid_to`] to find out.
+    pub fn sub_cgroup_dirs(
+        &self,
+        subs: &std::collections::BTreeMap<String, String>,
+    ) -> std::result::Result<Vec<PathBuf>, CgroupError> {
+        let below = |base: PathBuf, sub: &str| -> Result<PathBuf> {
+            let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+            for c in Path::new(sub).components() {
+                match c {
+                    Component::Normal(p) => parts.push(p),
+                    Component::ParentDir => {
+                        parts.pop().ok_or_else(|| {
+                            err(format!("{sub} is not a sub cgroup path of {}", self.path))
+                        })?;
+                    }
+                    _ => {}
+                }
+            }
+            Ok(parts.iter().fold(base, |d, p| d.join(p)))
+        };
+        let all = subs.get("");
+        let dirs = match Layout::get()? {
+            Layout::V2 { root } => {
+                if let Some(c) = subs.keys().find(|c| !c.is_empty()) {
+                    return Err(err(format!(
+                        "unknown controller {c} (cgroup v2 has one hierarchy: give a path only)"
+                    )));
+                }
+                vec![below(root.join(self.rel()), all.map_or("", |s| s))?]
+            }
+            Layout::V1 { mounts, unified } => {
+                for c in subs.keys().filter(|c| !c.is_empty()) {
+                    if Self::v1_dir(mounts, self.rel(), c).is_none() {
+                        return Err(err(format!("unknown controller {c}")));
+                    }
+                }
+                let mut dirs = Vec::new();
+                for m in mounts {
+                    let sub = all
+                        .or_else(|| m.controllers.iter().find_map(|c| subs.get(c)))
+                        .map_or("", |s| s);
+                    dirs.push(below(m.dir.join(self.rel()), sub)?);
+                }
+                if let Some(u) = unified {
+                    dirs.push(below(u.join(self.rel()), all.map_or("", |s| s))?);
+                }
+                dirs
+            }
+        };
+        Ok(dirs)
+    }
+
+    /// Moves `pid` into each of `dirs` (from [`Cgroup::sub_cgroup_dirs`]).
+    pub fn add_pid_to(dirs: &[PathBuf], pid: i32) -> std::result::Result<(), CgroupError> {
+        for d in dirs {
+            let p = d.join("cgroup.procs");
+            fs::try_write(d, "cgroup.procs", &pid.to_string()).map_err(|e| {
+                // Worded as runc's (Go's lower-case errno text), which tools match.
+                let why = e
+                    .raw_os_error()
+                    .map(|n| nix::errno::Errno::from_raw(n).desc().to_lowercase())
+                    .unwrap_or_else(|| e.to_string());
+                err(format!(
+                    "adding pid {pid} to cgroups: {}: {why}",
+                    p.display()
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Applies resources; returns warnings for settings this host cannot honour.
     pub fn apply(&self, res: &LinuxResources) -> std::result::Result<Vec<String>, CgroupError> {
         match Layout::get()? {
             Layout::V2 { root } => v2::apply(&root.join(self.rel()), res),
-            Layout::V1 { mounts, unified } => v1::apply(
-                mounts,
-                unified.as_ref().map(|u| u.join(self.rel())).as_deref(),
-                self.rel(),
-                res,
-            ),
+            Layout::V1 { mounts, .. } => v1::apply(mounts, self.rel(), res),
         }
     }
 

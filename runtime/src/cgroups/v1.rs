@@ -5,8 +5,9 @@ use oci_spec::runtime::LinuxResources;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A new cpuset cgroup starts with no cpus and no mems, and no task can join it: copy the
-/// parent's.
+/// A new cpuset cgroup starts with no cpus and no mems, and no task can join it (ENOSPC): copy
+/// the parent's. Called top-down for every directory on the container's path, so that a parent
+/// someone made without setting them (no task can be in it then) gets them too, as runc does.
 pub fn init_cpuset(parent: &Path, dir: &Path) -> Result<()> {
     for file in ["cpuset.cpus", "cpuset.mems"] {
         if fs::read(dir, file)?.is_empty() {
@@ -24,13 +25,8 @@ fn num(v: i64) -> String {
     }
 }
 
-/// Applies `res`. `unified` is the container's directory in the unified mount of a hybrid host.
-pub fn apply(
-    mounts: &[V1Mount],
-    unified: Option<&Path>,
-    rel: &str,
-    res: &LinuxResources,
-) -> Result<Vec<String>> {
+/// Applies `res`.
+pub fn apply(mounts: &[V1Mount], rel: &str, res: &LinuxResources) -> Result<Vec<String>> {
     let mut warnings = Vec::new();
     let dir = |c: &str| Cgroup::v1_dir(mounts, rel, c);
     let missing = |w: &mut Vec<String>, what: &str, c: &str| {
@@ -261,16 +257,12 @@ pub fn apply(
         }
     }
 
-    if let Some(u) = res.unified().as_ref().filter(|u| !u.is_empty()) {
-        let Some(ud) = unified else {
-            return Err(err(
-                "linux.resources.unified needs cgroup v2, and this host has only v1",
-            ));
-        };
-        for (k, v) in u {
-            super::v2::check_unified_key(k)?;
-            fs::write(ud, k, v)?;
-        }
+    if res.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+        // As runc, also on a hybrid host: its unified hierarchy has no controllers to set.
+        return Err(err(
+            "invalid configuration: cannot use unified on cgroup v1 (linux.resources.unified \
+             needs a cgroup v2 host)",
+        ));
     }
     Ok(warnings)
 }

@@ -93,6 +93,9 @@ pub fn create(opts: &CreateOpts) -> Result<State> {
 
     let linux = spec.linux().as_ref();
     let cgroup = Cgroup::resolve(linux.and_then(|l| l.cgroups_path().as_deref()), &opts.id)?;
+    if let Some(w) = cgroup.check_unused()? {
+        super::warn(&w);
+    }
     cgroup.create()?;
     cleanup.cgroup = Some(cgroup.clone());
     if let Some(res) = linux.and_then(|l| l.resources().as_ref()) {

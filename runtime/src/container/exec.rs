@@ -12,18 +12,31 @@ use oci_spec::runtime::{LinuxNamespaceType, Process};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+#[derive(Debug, Clone, Default)]
 pub struct ExecOpts {
     pub process: Process,
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: i32,
+    /// Run even if the container is paused (runc's `--ignore-paused`): the process starts
+    /// frozen and runs when the container is resumed.
+    pub ignore_paused: bool,
+    /// runc's `--cgroup`: sub-cgroups of the container's to put the process in, by v1
+    /// controller; the key `""` means every hierarchy. Empty: the container's cgroup.
+    pub sub_cgroups: std::collections::BTreeMap<String, String>,
 }
 
 /// Starts the process; returns its host pid (it is the caller's child).
 pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     let st = State::load(root, id)?;
     let status = st.current_status();
-    if !matches!(status, Status::Running | Status::Created) {
+    if status == Status::Paused && !opts.ignore_paused {
+        return Err(Error::Other(format!(
+            "container {id:?} is paused: cannot exec in a paused container (use --ignore-paused \
+             to override)"
+        )));
+    }
+    if !matches!(status, Status::Running | Status::Created | Status::Paused) {
         return Err(Error::BadState {
             id: id.into(),
             status: status.to_string(),
@@ -41,6 +54,15 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     if let Some(e) = crate::apparmor::check(opts.process.apparmor_profile().as_deref()) {
         return Err(Error::Other(e));
     }
+    let sub_dirs = if opts.sub_cgroups.is_empty() {
+        None
+    } else {
+        let cg = st
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| Error::Other(format!("container {id:?} has no cgroup")))?;
+        Some(cg.sub_cgroup_dirs(&opts.sub_cgroups)?)
+    };
     let linux = st.config.linux().as_ref();
     let filter = match linux.and_then(|l| l.seccomp().as_ref()) {
         Some(p) => Some(Filter::build(p)?),
@@ -65,7 +87,12 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
     let (mut parent_chan, mut child_chan) = Channel::pair()?;
     parent_chan.move_above(3 + opts.preserve_fds)?;
     child_chan.move_above(3 + opts.preserve_fds)?;
-    let cg_fd = st.cgroup.as_ref().and_then(|c| c.clone_into_fd());
+    // Into sub-cgroups, the parent moves the process (below), as runc does.
+    let cg_fd = st
+        .cgroup
+        .as_ref()
+        .filter(|_| sub_dirs.is_none())
+        .and_then(|c| c.clone_into_fd());
     let forked = match clone(CloneFlags::empty(), cg_fd.as_ref().map(|f| f.as_fd())) {
         Err(_) if cg_fd.is_some() => clone(CloneFlags::empty(), None).map(|f| (f, false)),
         r => r.map(|f| (f, cg_fd.is_some())),
@@ -85,7 +112,7 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
             let join_v1 = st
                 .cgroup
                 .as_ref()
-                .filter(|_| crate::cgroups::Cgroup::host_has_v1());
+                .filter(|_| crate::cgroups::Cgroup::host_has_v1() && sub_dirs.is_none());
             child(
                 &ns,
                 &opts.process,
@@ -105,7 +132,9 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
         let _ = nix::sys::wait::waitpid(p, None);
         e
     };
-    if !in_cgroup {
+    if let Some(dirs) = &sub_dirs {
+        crate::cgroups::Cgroup::add_pid_to(dirs, pid).map_err(|e| fail(e.into()))?;
+    } else if !in_cgroup {
         if let Some(cg) = &st.cgroup {
             // The v1 hierarchies are the child's own job.
             cg.add_pid_unified(pid).map_err(|e| fail(e.into()))?;
@@ -125,6 +154,23 @@ pub fn exec(root: &Path, id: &str, opts: &ExecOpts) -> Result<i32> {
             Some((Msg::ConsoleFd, Some(fd))) => {
                 let sock = opts.console_socket.as_ref().expect("checked");
                 tty::send_to_console_socket(sock, fd.as_fd()).map_err(fail)?;
+            }
+            Some((Msg::SeccompFd, Some(fd))) => {
+                // To the container's seccomp agent, as for the init, with this process's pid.
+                let sc = linux
+                    .and_then(|l| l.seccomp().as_ref())
+                    .expect("has a filter");
+                if let Some(path) = sc.listener_path() {
+                    let msg = serde_json::json!({
+                        "ociVersion": st.config.version(),
+                        "fds": ["seccompFd"],
+                        "pid": pid,
+                        "metadata": sc.listener_metadata().clone().unwrap_or_default(),
+                        "state": st.public(status),
+                    });
+                    crate::seccomp::send_listener_fd(path, &fd, msg.to_string().as_bytes())
+                        .map_err(|e| fail(e.into()))?;
+                }
             }
             Some((Msg::Ready { warnings }, _)) => {
                 for w in warnings {
@@ -182,6 +228,13 @@ fn child(
             if let Some(sz) = process.console_size() {
                 tty::set_size(master.as_fd(), sz.height() as u16, sz.width() as u16);
             }
+            // The terminal is the process's user's, as runc makes it (its group stays devpts'
+            // tty group). An id the user namespace cannot map, or a read-only /dev, leaves it.
+            let uid = nix::unistd::Uid::from_raw(process.user().uid());
+            match nix::unistd::fchown(&slave, Some(uid), None) {
+                Ok(()) | Err(nix::Error::EINVAL | nix::Error::EPERM | nix::Error::EROFS) => {}
+                Err(e) => return Err(Error::Other(format!("chown the terminal to {uid}: {e}"))),
+            }
             tty::make_controlling(&slave)?;
             chan.send_with_fd(&Msg::ConsoleFd, Some(master.as_fd()))?;
         }
@@ -189,20 +242,26 @@ fn child(
             .map(|s| s.trim() == "deny")
             .unwrap_or(false);
         // As in the init: without no_new_privs the filter must go in while CAP_SYS_ADMIN is
-        // still held; otherwise as late as possible.
+        // still held; otherwise as late as possible, but before we report ready if the parent
+        // has a notify fd to hand to the profile's seccomp agent.
         let mut filter = filter;
-        if !process.no_new_privileges().unwrap_or(false) {
-            if let Some(f) = filter.take() {
-                f.load()?;
+        let load = |filter: &mut Option<Filter>| -> Result<()> {
+            if let Some(fd) = filter.take().map(Filter::load).transpose()?.flatten() {
+                chan.send_with_fd(&Msg::SeccompFd, Some(fd.as_fd()))?;
             }
+            Ok(())
+        };
+        if !process.no_new_privileges().unwrap_or(false) {
+            load(&mut filter)?;
         }
         let warnings = setup::apply_process_attributes(process, denies)?;
         let program = setup::find_program(process)?;
+        if filter.as_ref().is_some_and(Filter::wants_listener) {
+            load(&mut filter)?;
+        }
         setup::close_fds_on_exec(3 + preserve_fds);
         chan.send(&Msg::Ready { warnings })?;
-        if let Some(f) = filter {
-            f.load()?;
-        }
+        load(&mut filter)?;
         Err(setup::exec(&program))
     })();
     let Err(e) = r;

@@ -304,15 +304,16 @@ fn init(
         // SAFETY: `start` went away without releasing us; exit quietly.
         unsafe { libc::_exit(1) };
     }
+    // As runc: the filter, then the startContainer hooks (so they run under it), then exec.
+    if let Some(f) = seccomp {
+        f.load()?;
+    }
     let hooks_cfg = spec.hooks().as_ref();
     hooks::run_all(
         "startContainer",
         hooks_cfg.and_then(|h| h.start_container().as_ref()),
         &a.state_json,
     )?;
-    if let Some(f) = seccomp {
-        f.load()?;
-    }
     Err(setup::exec(&program))
 }
 

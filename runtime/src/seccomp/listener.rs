@@ -32,7 +32,13 @@ pub fn send_listener_fd(
     )
     .map_err(|e| ctx("socket for", e))?;
     let addr = UnixAddr::new(listener_path).map_err(|e| ctx("address of", e))?;
-    connect(sock.as_raw_fd(), &addr).map_err(|e| ctx("connect to", e))?;
+    connect(sock.as_raw_fd(), &addr).map_err(|e| {
+        // runc's words, which its tests and users look for.
+        err(format!(
+            "failed to connect with seccomp agent specified in the seccomp profile: connect \
+             {listener_path:?}: {e}"
+        ))
+    })?;
 
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];

@@ -15,11 +15,14 @@
 //! - a rule whose `args` name the same argument index twice becomes one rule per argument
 //!   (matching any of them); otherwise all the conditions must hold;
 //! - `errnoRet` defaults to EPERM for SCMP_ACT_ERRNO and SCMP_ACT_TRACE;
-//! - the filter does not set `no_new_privs` itself: `process.noNewPrivileges` decides.
+//! - the filter does not set `no_new_privs` itself: `process.noNewPrivileges` decides;
+//! - syscalls newer than the newest one the profile names get ENOSYS, not the default action
+//!   (runc's -ENOSYS stub, see `enosys`), so that libc falls back to older ones.
 //!
 //! Loading a filter needs either `no_new_privs` set or CAP_SYS_ADMIN in the effective set of
 //! the calling process (in its user namespace); otherwise the kernel answers EACCES.
 
+mod enosys;
 mod listener;
 
 #[cfg(test)]
@@ -90,10 +93,12 @@ impl Filter {
         ctx.set_ctl_nnp(false)
             .map_err(|e| err(format!("clear the no_new_privs attribute: {e}")))?;
 
+        let mut arches = vec![ScmpArch::Native];
         for a in profile.architectures().iter().flatten() {
             let arch = arch(*a);
             ctx.add_arch(arch)
                 .map_err(|e| err(format!("add architecture {a}: {e}")))?;
+            arches.push(arch);
         }
 
         let mut listener = false;
@@ -109,6 +114,13 @@ impl Filter {
             let conditions = conditions(sc).map_err(|e| err(format!("syscalls[{i}]: {e}")))?;
             let mut added = false;
             for name in sc.names() {
+                if act == ScmpAction::Notify && name == "write" {
+                    // As runc: the process writes to the runtime while it sets up, after the
+                    // filter is in and before the agent has the notify fd.
+                    return Err(err(format!(
+                        "syscalls[{i}]: SCMP_ACT_NOTIFY cannot be used for the write syscall"
+                    )));
+                }
                 let Ok(nr) = ScmpSyscall::from_name(name) else {
                     // Unknown to this libseccomp or architecture: skipped, as runc does.
                     continue;
@@ -153,8 +165,10 @@ impl Filter {
             }
         }
 
+        let mut program = enosys::stub(profile, &arches);
+        program.extend(export(&ctx)?);
         Ok(Filter {
-            program: export(&ctx)?,
+            program,
             flags,
             listener,
         })

@@ -221,6 +221,19 @@ fn bad_profiles_are_refused_with_a_reason() {
     ))
     .unwrap_err();
     assert!(e.to_string().contains("errnoRet 70000"), "{e}");
+
+    // As runc: notify on write would stop the process while it still reports to the runtime.
+    let mut p = profile(
+        LinuxSeccompAction::ScmpActAllow,
+        vec![rule(&["write"], LinuxSeccompAction::ScmpActNotify, None)],
+    );
+    p.set_listener_path(Some("/nonexistent-berth/agent.sock".into()));
+    let e = Filter::build(&p).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("SCMP_ACT_NOTIFY cannot be used for the write syscall"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -387,4 +400,100 @@ fn podman_default_profile() {
         expect("bpf", r, -38)
     })
     .unwrap();
+}
+
+/// runc's -ENOSYS stub: with a deny-by-default profile, a syscall newer than any the profile
+/// names (clone3, faccessat2) gets ENOSYS, so that libc falls back; an older one the profile
+/// does not allow still gets the default action.
+#[test]
+fn syscalls_newer_than_the_profile_get_enosys() {
+    let p = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+            Arch::ScmpArchAarch64,
+        ])
+        .syscalls(vec![rule(
+            &[
+                "getpid",
+                "write",
+                "exit",
+                "exit_group",
+                "getpgid",
+                "rt_sigprocmask",
+                "munmap",
+                "close",
+                "sigaltstack",
+                // No syscall of their own on some of the architectures (i386's socketcall,
+                // aarch64 has no access): libseccomp gives them negative pseudo-numbers there.
+                "socket",
+                "access",
+                "ugetrlimit",
+            ],
+            LinuxSeccompAction::ScmpActAllow,
+            None,
+        )])
+        .build()
+        .unwrap();
+    let f = Filter::build(&p).unwrap();
+    run(move || {
+        f.load().map_err(|e| e.to_string())?;
+        // A number no kernel has (yet).
+        // SAFETY: an unknown syscall number takes no pointers.
+        let unknown =
+            raw(unsafe { libc::syscall(1000, 0xdead_beef_u64, 0xcafe_feed_u64, 0x1337_u64) });
+        expect("syscall 1000", unknown, -i64::from(libc::ENOSYS))?;
+        // SAFETY: clone3 with a null argument fails (EFAULT/EINVAL) if it gets to the kernel.
+        let clone3 = raw(unsafe { libc::syscall(libc::SYS_clone3, 0usize, 0usize) });
+        expect("clone3", clone3, -i64::from(libc::ENOSYS))?;
+        // SAFETY: faccessat2 on a NUL-terminated path; at worst ENOENT.
+        let faccessat2 = raw(unsafe {
+            libc::syscall(
+                libc::SYS_faccessat2,
+                libc::AT_FDCWD,
+                c"/nonexistent-berth".as_ptr(),
+                0,
+                0,
+            )
+        });
+        expect("faccessat2", faccessat2, -i64::from(libc::ENOSYS))?;
+        // Older than the newest allowed syscall: the default action.
+        expect("mkdir", mkdir_tmp(), -i64::from(libc::EPERM))?;
+        expect("getpgid", i64::from(getpgid(0) > 0), 1)
+    })
+    .unwrap();
+}
+
+/// No stub where the default action lets syscalls through or is ENOSYS already (as runc).
+#[test]
+fn no_enosys_stub_for_permissive_or_enosys_defaults() {
+    let allow = profile(
+        LinuxSeccompAction::ScmpActAllow,
+        vec![rule(&["mkdir"], LinuxSeccompAction::ScmpActErrno, None)],
+    );
+    let enosys = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .default_errno_ret(38u32)
+        .syscalls(vec![rule(
+            &["write"],
+            LinuxSeccompAction::ScmpActAllow,
+            None,
+        )])
+        .build()
+        .unwrap();
+    let eperm = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActErrno)
+        .syscalls(vec![rule(
+            &["write"],
+            LinuxSeccompAction::ScmpActAllow,
+            None,
+        )])
+        .build()
+        .unwrap();
+    let arches = [libseccomp::ScmpArch::Native];
+    assert!(enosys::stub(&allow, &arches).is_empty());
+    assert!(enosys::stub(&enosys, &arches).is_empty());
+    assert!(!enosys::stub(&eperm, &arches).is_empty());
 }

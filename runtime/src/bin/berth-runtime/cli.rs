@@ -214,6 +214,9 @@ pub struct ExecArgs {
     /// Allow exec in a paused container
     #[arg(long = "ignore-paused")]
     pub ignore_paused: bool,
+    /// Run the process in an (existing) sub-cgroup of the container's: [<controller>[,…]:]<path>
+    #[arg(long = "cgroup")]
+    pub cgroup: Vec<String>,
     pub id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,

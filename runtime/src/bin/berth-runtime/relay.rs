@@ -85,7 +85,9 @@ impl Drop for RawMode {
 }
 
 /// Copies stdin → master and master → stdout until the master hangs up. Returns when the
-/// container's terminal is closed (the container exited).
+/// container's terminal is closed (the container exited), or when `on_signal` (called when
+/// `signal_fd` is readable) says the process has exited; then what the process wrote last is
+/// still in the pty, and is copied out before returning (see [`drain`]).
 pub fn copy_loop(master: &OwnedFd, signal_fd: RawFd, mut on_signal: impl FnMut() -> bool) {
     let mut buf = [0u8; 8192];
     let mut stdin_open = true;
@@ -112,6 +114,7 @@ pub fn copy_loop(master: &OwnedFd, signal_fd: RawFd, mut on_signal: impl FnMut()
             continue;
         }
         if fds[2].revents & libc::POLLIN != 0 && on_signal() {
+            drain(master, &mut buf);
             return;
         }
         if fds[0].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
@@ -129,6 +132,23 @@ pub fn copy_loop(master: &OwnedFd, signal_fd: RawFd, mut on_signal: impl FnMut()
                     let _ = nix::unistd::write(master, &buf[..n]);
                 }
             }
+        }
+    }
+}
+
+/// Copies what is left in the pty to stdout, until the last holder of the terminal's slave side
+/// has closed it (EIO) — as runc does, since a process that exits right after writing (`echo`)
+/// is often reaped before its output has been read.
+fn drain(master: &OwnedFd, buf: &mut [u8]) {
+    loop {
+        match nix::unistd::read(master, buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                let _ = nix::unistd::write(std::io::stdout(), &buf[..n]);
+            }
+            Err(nix::Error::EINTR | nix::Error::EAGAIN) => continue,
+            // EIO: nothing holds the slave any more.
+            Err(_) => return,
         }
     }
 }

@@ -15,8 +15,14 @@ use std::path::Path;
 fn build_process(root: &Path, a: &ExecArgs) -> Result<Process> {
     if let Some(path) = &a.process {
         let data = std::fs::read(path).with_context(|| format!("read process file {path:?}"))?;
-        let p: Process = serde_json::from_slice(&data)
-            .with_context(|| format!("invalid process file {path:?}"))?;
+        let bad = |e: serde_json::Error| anyhow::anyhow!("invalid process file {path:?}: {e}");
+        let mut v: serde_json::Value = serde_json::from_slice(&data).map_err(bad)?;
+        // runc reads a missing user as uid 0, gid 0 (Go's zero value); oci-spec requires it.
+        if let Some(o) = v.as_object_mut() {
+            o.entry("user")
+                .or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+        }
+        let p: Process = serde_json::from_value(v).map_err(bad)?;
         return Ok(p);
     }
     if a.command.is_empty() {
@@ -104,9 +110,15 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             crate::sealed::reexec()?;
         }
     }
-    if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
-        bail!("exec --tty needs --console-socket (berth-runtime does not relay a terminal itself)");
-    }
+    // A terminal with nobody to hand it to: relay it ourselves, as `run` does.
+    let relay = if process.terminal().unwrap_or(false) && a.console_socket.is_none() {
+        if a.detach {
+            bail!("cannot allocate tty when detaching without a console socket: exec --tty --detach needs --console-socket");
+        }
+        Some(crate::relay::ConsoleSocket::new()?)
+    } else {
+        None
+    };
     let mut forwarded = SigSet::empty();
     if !a.detach {
         for s in [
@@ -125,22 +137,37 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
     }
     let opts = ExecOpts {
         process,
-        console_socket: a.console_socket.clone(),
+        console_socket: a
+            .console_socket
+            .clone()
+            .or_else(|| relay.as_ref().map(|r| r.path.clone())),
         pid_file: a.pid_file.clone(),
         preserve_fds: a.preserve_fds,
+        ignore_paused: a.ignore_paused,
+        sub_cgroups: sub_cgroups(&a.cgroup)?,
     };
     let pid = lib_exec(root, &a.id, &opts)?;
     if a.detach {
         return Ok(0);
     }
-    let sfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC)?;
     let child = Pid::from_raw(pid);
+    if let Some(r) = &relay {
+        let master = match r.receive() {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+        };
+        let _raw = crate::relay::RawMode::enter();
+        crate::relay::sync_size(&master);
+        return relay_and_wait(child, &forwarded, &master);
+    }
+    let sfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC)?;
     loop {
-        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
-            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
-            Ok(_) => {}
-            Err(e) => bail!("wait for exec process {pid}: {e}"),
+        if let Some(c) = reap(child)? {
+            return Ok(c);
         }
         if let Some(info) = sfd.read_signal()? {
             let sig = info.ssi_signo as i32;
@@ -151,4 +178,77 @@ pub fn exec(root: &Path, a: &ExecArgs) -> Result<i32> {
             }
         }
     }
+}
+
+/// The exit code of `child` once it has exited (128+signal if killed), without waiting.
+fn reap(child: Pid) -> Result<Option<i32>> {
+    match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, c)) => Ok(Some(c)),
+        Ok(WaitStatus::Signaled(_, s, _)) => Ok(Some(128 + s as i32)),
+        Ok(_) => Ok(None),
+        Err(e) => bail!("wait for exec process {child}: {e}"),
+    }
+}
+
+/// Relays the terminal until the process exits (and the pty is drained); forwards signals,
+/// SIGWINCH as a resize.
+fn relay_and_wait(child: Pid, forwarded: &SigSet, master: &std::os::fd::OwnedFd) -> Result<i32> {
+    use std::os::fd::AsRawFd;
+    let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let mut code = None;
+    let mut failed = None;
+    crate::relay::copy_loop(master, sfd.as_raw_fd(), || {
+        while let Ok(Some(info)) = sfd.read_signal() {
+            match info.ssi_signo as i32 {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => crate::relay::sync_size(master),
+                s => {
+                    if let Ok(s) = Signal::try_from(s) {
+                        let _ = nix::sys::signal::kill(child, s);
+                    }
+                }
+            }
+        }
+        match reap(child) {
+            Ok(c) => code = c,
+            Err(e) => failed = Some(e),
+        }
+        code.is_some() || failed.is_some()
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if let Some(c) = code {
+        return Ok(c);
+    }
+    // The terminal closed first: wait for the exit itself.
+    loop {
+        match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, c)) => return Ok(c),
+            Ok(WaitStatus::Signaled(_, s, _)) => return Ok(128 + s as i32),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => bail!("wait for exec process {child}: {e}"),
+        }
+    }
+}
+
+/// runc's `--cgroup` arguments, `[<controller>[,<controller>…]:]<path>`, as a map from
+/// controller to path (`""`: every hierarchy, allowed only as the one argument).
+fn sub_cgroups(args: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for a in args {
+        match a.split(':').collect::<Vec<_>>()[..] {
+            [path] if args.len() == 1 => {
+                out.insert(String::new(), path.to_string());
+            }
+            [_] => bail!("invalid --cgroup argument: {a} (missing <controller>: prefix)"),
+            [ctrls, path] => {
+                for c in ctrls.split(',') {
+                    out.insert(c.to_string(), path.to_string());
+                }
+            }
+            _ => bail!("invalid --cgroup argument: {a}"),
+        }
+    }
+    Ok(out)
 }

@@ -125,16 +125,12 @@ fn parse_interval(s: &str) -> Result<std::time::Duration> {
 
 pub fn events(root: &Path, id: &str, stats: bool, interval: &str) -> Result<i32> {
     let every = parse_interval(interval)?;
-    loop {
-        let ev = info::stats_event(root, id)?;
-        super::out(&ev.to_string())?;
-        if stats {
-            return Ok(0);
-        }
-        std::thread::sleep(every);
-        let st = berth_runtime::state::State::load(root, id)?;
-        if st.current_status() == berth_runtime::state::Status::Stopped {
-            return Ok(0);
-        }
+    if stats {
+        super::out(&info::stats_line(root, id)?)?;
+        return Ok(0);
     }
+    info::watch_events(root, id, every, |ev| {
+        super::out(ev).map_err(|e| berth_runtime::Error::Other(e.to_string()))
+    })?;
+    Ok(0)
 }
