@@ -611,7 +611,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 match c.remove(RemoveRequest { name, force }).await {
                     Ok(r) => {
                         let r = r.into_inner();
-                        writeln!(out, "Untagged: {}", fmt::short_name(&r.name))?;
+                        if r.untagged.is_empty() {
+                            writeln!(out, "Untagged: {}", fmt::short_name(&r.name))?;
+                        }
+                        for name in &r.untagged {
+                            writeln!(out, "Untagged: {}", fmt::short_name(name))?;
+                        }
                     }
                     Err(s) => {
                         eprintln!("berth: {}", s.message());

@@ -412,3 +412,51 @@ fn push_then_pull_back_through_the_cli() {
         .one_line_error();
     assert!(e.contains("manifest unknown"), "{e}");
 }
+
+/// An image is named by its ID everywhere a name is taken, as in docker: the 12 digits
+/// `images -q` prints, `sha256:` and a prefix, or the whole ID. `run` of an ID runs the local
+/// image (no pull of `docker.io/library/<id>`); `rmi` of an ID with several names is a conflict
+/// unless forced, and forced takes every name off.
+#[test]
+fn images_are_named_by_their_id() {
+    let d = Daemon::with_containers("by-id", 40);
+    let reg = registry();
+    let busybox = format!("{reg}/library/busybox");
+    d.berth(&["pull", "-q", &busybox]).ok();
+    let id = d.berth(&["images", "-q", &busybox]).ok().stdout();
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 12, "{id}");
+    let insp: serde_json::Value =
+        serde_json::from_str(&d.berth(&["inspect", &id]).ok().stdout()).unwrap();
+    let full = insp[0]["Id"].as_str().unwrap().to_string();
+    assert!(full.starts_with(&format!("sha256:{id}")), "{insp}");
+    for name in [full.as_str(), &full[..19], &full[7..]] {
+        let i: serde_json::Value =
+            serde_json::from_str(&d.berth(&["inspect", name]).ok().stdout()).unwrap();
+        assert_eq!(i[0]["Id"], full, "inspect {name}");
+    }
+    d.berth(&["history", &id]).ok();
+    d.berth(&["tag", &id, "mybox:1"]).ok();
+
+    // run by ID: the local image, nothing pulled (the daemon would say so on stderr).
+    let out = d.berth(&["run", "--rm", &id, "echo", "ran by id"]).ok();
+    assert_eq!(out.stdout().trim(), "ran by id");
+    assert!(!out.stderr().contains("Unable to find"), "{}", out.stderr());
+
+    // Two names: rmi of the ID is a conflict, and nothing is removed.
+    let err = d.berth(&["rmi", &id]).one_line_error();
+    assert!(
+        err.contains(&format!("unable to delete {id} (must be forced)")),
+        "{err}"
+    );
+    assert_eq!(d.berth(&["images", "-q"]).ok().stdout().lines().count(), 2);
+    // Forced: both names go.
+    let rm = d.berth(&["rmi", "-f", &id]).ok().stdout();
+    assert!(rm.contains("Untagged: mybox:1"), "{rm}");
+    assert!(rm.contains(&format!("Untagged: {busybox}")), "{rm}");
+    assert_eq!(d.berth(&["images", "-q"]).ok().stdout(), "");
+
+    // An ID no image has is not found (and never a name to pull for inspect or rmi).
+    let err = d.berth(&["rmi", &id]).one_line_error();
+    assert!(err.contains("not found"), "{err}");
+}

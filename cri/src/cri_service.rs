@@ -10,7 +10,7 @@
 use berth_imagestore::metadata::ImageRecord;
 use berth_imagestore::Store;
 use k8s_cri::v1;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tonic::{Request, Response, Status};
 
@@ -539,25 +539,6 @@ pub struct CriImages {
     pub store: Store,
 }
 
-/// `repo@sha256:…` of a normalized name and its manifest digest.
-fn repo_digest(name: &str, manifest: &str) -> String {
-    let repo = match name.rsplit_once(':') {
-        Some((r, tag)) if !tag.contains('/') => r,
-        _ => name,
-    };
-    let repo = repo.split('@').next().unwrap_or(repo);
-    format!("{repo}@{manifest}")
-}
-
-/// The CRI images: records grouped by image id (the config digest), as containerd does.
-fn group(records: Vec<ImageRecord>) -> BTreeMap<String, Vec<ImageRecord>> {
-    let mut by_id: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
-    for r in records {
-        by_id.entry(r.config.to_string()).or_default().push(r);
-    }
-    by_id
-}
-
 impl CriImages {
     async fn to_cri(&self, id: &str, recs: &[ImageRecord]) -> v1::Image {
         let mut tags: Vec<String> = recs
@@ -568,7 +549,7 @@ impl CriImages {
         tags.sort();
         let mut digests: Vec<String> = recs
             .iter()
-            .map(|r| repo_digest(&r.name, &r.manifest.to_string()))
+            .map(|r| berth_imagestore::find::repo_digest(&r.name, &r.manifest.to_string()))
             .collect();
         digests.sort();
         digests.dedup();
@@ -610,57 +591,24 @@ impl CriImages {
 
 /// The image `reference` names, with every name it has: a name (normalized as docker does),
 /// an id (`sha256:…` of the config, or a unique prefix of it without `sha256:`), or
-/// `repo@sha256:…` of its manifest. Returns its id and records.
+/// `repo@sha256:…` of its manifest ([`Store::find`]). Returns its id and records.
 pub(crate) async fn find_image(
     store: &Store,
     reference: &str,
 ) -> Result<Option<(String, Vec<ImageRecord>)>, Status> {
-    let all = store.images().await.map_err(crate::images::status)?;
-    let groups = group(all);
-    let want = reference.trim();
-    if want.is_empty() {
+    if reference.trim().is_empty() {
         return Err(Status::invalid_argument("image: empty reference"));
     }
-    let hex = want.strip_prefix("sha256:").unwrap_or(want);
-    if want.starts_with("sha256:")
-        || (hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        let hits: Vec<_> = groups
-            .iter()
-            .filter(|(id, _)| id.trim_start_matches("sha256:").starts_with(hex))
-            .collect();
-        if hits.len() == 1 {
-            return Ok(Some((hits[0].0.clone(), hits[0].1.clone())));
+    match store.find(reference).await {
+        Ok(found) => Ok(found.map(|f| (f.id, f.records))),
+        Err(e @ berth_imagestore::Error::AmbiguousId { .. }) => {
+            Err(Status::invalid_argument(e.to_string()))
         }
-    }
-    if let Some((repo, digest)) = want.split_once('@') {
-        for (id, recs) in &groups {
-            if recs.iter().any(|r| {
-                r.manifest.to_string() == digest
-                    && repo_digest(&r.name, digest).starts_with(&normalize_repo(repo))
-            }) {
-                return Ok(Some((id.clone(), recs.clone())));
-            }
-        }
-        return Ok(None);
-    }
-    let name = match Store::normalize(want) {
-        Ok(n) => n,
-        Err(e) => return Err(Status::invalid_argument(format!("image {want:?}: {e}"))),
-    };
-    for (id, recs) in &groups {
-        if recs.iter().any(|r| r.name == name) {
-            return Ok(Some((id.clone(), recs.clone())));
-        }
-    }
-    Ok(None)
-}
-
-/// `nginx` -> `docker.io/library/nginx`, as a prefix to compare repo digests with.
-fn normalize_repo(repo: &str) -> String {
-    match Store::normalize(&format!("{repo}:x")) {
-        Ok(n) => n.trim_end_matches(":x").to_string(),
-        Err(_) => repo.to_string(),
+        Err(berth_imagestore::Error::Reference(e)) => Err(Status::invalid_argument(format!(
+            "image {:?}: {e}",
+            reference.trim()
+        ))),
+        Err(e) => Err(crate::images::status(e)),
     }
 }
 
@@ -722,7 +670,7 @@ impl v1::image_service_server::ImageService for CriImages {
             }
             None => {
                 let all = self.store.images().await.map_err(crate::images::status)?;
-                for (id, recs) in group(all) {
+                for (id, recs) in berth_imagestore::find::group(all) {
                     images.push(self.to_cri(&id, &recs).await);
                 }
             }
@@ -840,19 +788,6 @@ impl v1::image_service_server::ImageService for CriImages {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repo_digests() {
-        assert_eq!(
-            repo_digest("127.0.0.1:5000/library/nginx:latest", "sha256:ab"),
-            "127.0.0.1:5000/library/nginx@sha256:ab"
-        );
-        assert_eq!(
-            repo_digest("docker.io/library/busybox:1.36", "sha256:cd"),
-            "docker.io/library/busybox@sha256:cd"
-        );
-        assert_eq!(normalize_repo("nginx"), "docker.io/library/nginx");
-    }
 
     #[test]
     fn cni_config_choice() {

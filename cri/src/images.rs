@@ -18,6 +18,28 @@ pub struct ImageService {
     pub containers: Option<std::sync::Arc<crate::containers::Manager>>,
 }
 
+impl ImageService {
+    /// Fails if a container or a bundle uses the image named `rec.name`.
+    async fn check_unused(&self, rec: &Image) -> Result<(), Status> {
+        if let Some(m) = &self.containers {
+            if let Some((_, id)) = m.images_in_use().into_iter().find(|(i, _)| *i == rec.name) {
+                return Err(Status::failed_precondition(format!(
+                    "conflict: unable to remove {:?}: container {} is using it (remove the container first, or force)",
+                    rec.name,
+                    &id[..12]
+                )));
+            }
+        }
+        if let Some(dir) = self.bundles.using(&rec.name).await {
+            return Err(Status::failed_precondition(format!(
+                "image {:?} is in use by the bundle at {dir} (remove it first, or force)",
+                rec.name
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// One line, with the gRPC code a client can act on.
 pub fn status(e: StoreError) -> Status {
     let msg = e.to_string().replace('\n', " ");
@@ -49,6 +71,7 @@ pub fn info(r: &Image) -> ImageInfo {
         created: r.created.clone().unwrap_or_default(),
         platform: r.platform.to_string(),
         layers: r.layers.len() as u32,
+        untagged: Vec::new(),
     }
 }
 
@@ -193,27 +216,36 @@ impl Images for ImageService {
 
     async fn remove(&self, req: Request<RemoveRequest>) -> Result<Response<ImageInfo>, Status> {
         let r = req.into_inner();
-        let rec = self.store.image(&r.name).await.map_err(status)?;
-        if !r.force {
-            if let Some(m) = &self.containers {
-                if let Some((_, id)) = m.images_in_use().into_iter().find(|(i, _)| *i == rec.name) {
-                    return Err(Status::failed_precondition(format!(
-                        "conflict: unable to remove {:?}: container {} is using it (remove the container first, or force)",
-                        rec.name,
-                        &id[..12]
-                    )));
-                }
-            }
-            if let Some(dir) = self.bundles.using(&rec.name).await {
+        let Some(found) = self.store.find(&r.name).await.map_err(status)? else {
+            let name = Store::normalize(&r.name).unwrap_or_else(|_| r.name.clone());
+            return Err(status(StoreError::ImageNotFound(name)));
+        };
+        // A name takes off that name; an ID every name of the image, as docker does: with
+        // more than one only when forced.
+        let targets = match &found.named {
+            Some(rec) => vec![rec.clone()],
+            None if found.records.len() == 1 || r.force => found.records.clone(),
+            None => {
                 return Err(Status::failed_precondition(format!(
-                    "image {:?} is in use by the bundle at {dir} (remove it first, or force)",
-                    rec.name
-                )));
+                    "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+                    found.short_id()
+                )))
+            }
+        };
+        if !r.force {
+            for rec in &targets {
+                self.check_unused(rec).await?;
             }
         }
-        let rec = self.store.remove(&r.name).await.map_err(status)?;
-        tracing::info!(image = %rec.name, "removed");
-        Ok(Response::new(info(&rec)))
+        let mut untagged = Vec::new();
+        for rec in &targets {
+            let rec = self.store.remove(&rec.name).await.map_err(status)?;
+            tracing::info!(image = %rec.name, "removed");
+            untagged.push(rec.name);
+        }
+        let mut out = info(&targets[0]);
+        out.untagged = untagged;
+        Ok(Response::new(out))
     }
 
     async fn tag(&self, req: Request<TagRequest>) -> Result<Response<ImageInfo>, Status> {

@@ -30,6 +30,8 @@ pub enum Error {
     Pull { image: String, cause: PullCause },
     #[error("image {0:?} not found")]
     ImageNotFound(String),
+    #[error("image ID prefix {prefix:?} is ambiguous: {} and {} (give more of it)", ids[0], ids[1])]
+    AmbiguousId { prefix: String, ids: [String; 2] },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]

@@ -144,14 +144,22 @@ impl Store {
         Ok(blocking(move || meta.images()).await??)
     }
 
-    /// The image called `name` (normalized first).
+    /// The image `name` names: a name (normalized first), or an image ID or unique ID prefix
+    /// ([`Store::find`]).
     pub async fn image(&self, name: &str) -> Result<ImageRecord> {
-        let name = Self::normalize(name)?;
-        let meta = self.inner.meta.clone();
-        let n = name.clone();
-        blocking(move || meta.image(&n))
-            .await??
-            .ok_or(Error::ImageNotFound(name))
+        let normalized = Self::normalize(name).ok();
+        if let Some(n) = normalized.clone() {
+            let meta = self.inner.meta.clone();
+            if let Some(rec) = blocking(move || meta.image(&n)).await?? {
+                return Ok(rec);
+            }
+        }
+        match self.find(name).await? {
+            Some(found) => Ok(found.record().clone()),
+            None => Err(Error::ImageNotFound(
+                normalized.unwrap_or_else(|| name.to_string()),
+            )),
+        }
     }
 
     /// Removes the name `name`. Blobs and snapshots stay until [`Store::gc`].
