@@ -1,14 +1,20 @@
-//! Signal names and numbers as runc accepts them: `KILL`, `SIGKILL`, `9`.
+//! Signal names and numbers as runc accepts them: `KILL`, `SIGKILL`, `9`, and the real-time
+//! signals by number (`34` … `64`), which have no names.
 
 use crate::{Error, Result};
 use nix::sys::signal::Signal;
 use std::str::FromStr;
 
-/// Parses a signal by name (with or without `SIG`, any case) or number.
-pub fn parse(s: &str) -> Result<Signal> {
-    let bad = || Error::Other(format!("invalid signal {s:?}"));
+/// The highest signal number Linux has (SIGRTMAX).
+const SIGRTMAX: i32 = 64;
+
+/// Parses a signal by name (with or without `SIG`, any case) or number (0 is the liveness
+/// probe, 1 to 64 any signal including the real-time ones), as runc's `kill` does.
+pub fn parse_number(s: &str) -> Result<i32> {
+    let s = s.trim();
+    let bad = || Error::Other(format!("unknown signal {s:?}"));
     if let Ok(n) = s.parse::<i32>() {
-        return Signal::try_from(n).map_err(|_| bad());
+        return (0..=SIGRTMAX).contains(&n).then_some(n).ok_or_else(bad);
     }
     let upper = s.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") {
@@ -16,7 +22,15 @@ pub fn parse(s: &str) -> Result<Signal> {
     } else {
         format!("SIG{upper}")
     };
-    Signal::from_str(&name).map_err(|_| bad())
+    Signal::from_str(&name)
+        .map(|sig| sig as i32)
+        .map_err(|_| bad())
+}
+
+/// [`parse_number`] for a signal with a name (not 0, not a real-time one).
+pub fn parse(s: &str) -> Result<Signal> {
+    let n = parse_number(s)?;
+    Signal::try_from(n).map_err(|_| Error::Other(format!("unknown signal {s:?}")))
 }
 
 #[cfg(test)]
@@ -31,5 +45,22 @@ mod tests {
         assert_eq!(parse("SIGQUIT").unwrap(), Signal::SIGQUIT);
         assert!(parse("NOPE").unwrap_err().to_string().contains("NOPE"));
         assert!(parse("99").is_err());
+        assert!(parse("34").is_err(), "no named signal");
+    }
+
+    #[test]
+    fn real_time_signals_and_the_probe_by_number() {
+        assert_eq!(parse_number("34").unwrap(), 34);
+        assert_eq!(parse_number("64").unwrap(), 64);
+        assert_eq!(parse_number("0").unwrap(), 0);
+        assert_eq!(parse_number("HUP").unwrap(), 1);
+        assert_eq!(
+            parse_number("65").unwrap_err().to_string(),
+            "unknown signal \"65\""
+        );
+        assert_eq!(
+            parse_number("SIGFOO").unwrap_err().to_string(),
+            "unknown signal \"SIGFOO\""
+        );
     }
 }

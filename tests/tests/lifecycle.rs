@@ -2,6 +2,7 @@
 
 use berth_tests::*;
 use serde_json::json;
+use std::fs;
 use std::time::Duration;
 
 #[test]
@@ -139,6 +140,43 @@ fn kill_by_number() {
     t.run_detached().assert_ok();
     t.kill("9").assert_ok();
     t.wait_status("stopped", Duration::from_secs(5));
+    t.delete().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}
+
+/// Real-time signals have no names; runc's `kill` sends them by number, and so does berth's.
+/// A name nobody knows is runc's "unknown signal".
+#[test]
+fn kill_sends_real_time_signals_by_number() {
+    let t = Ctx::new("kill-rt");
+    let out = t.path("out");
+    fs::create_dir_all(&out).unwrap();
+    t.write_spec(
+        &t.spec()
+            .mount("/out", "bind", out.to_str().unwrap(), &["rbind", "rw"])
+            .sh("trap 'echo got 34 > /out/got; exit 0' 34; touch /out/ready; while true; do sleep 0.1; done"),
+    );
+    t.run_detached().assert_ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !out.join("ready").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trap was never set"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.kill("34").assert_ok();
+    t.wait_status("stopped", Duration::from_secs(5));
+    assert_eq!(
+        fs::read_to_string(out.join("got")).unwrap().trim(),
+        "got 34"
+    );
+    if !is_reference_runtime() {
+        t.kill("SIGFOO")
+            .assert_failed()
+            .assert_stderr_mentions(&["unknown signal \"SIGFOO\""])
+            .assert_one_line_error();
+    }
     t.delete().assert_ok();
     t.assert_no_leftovers(&t.id);
 }

@@ -40,11 +40,8 @@ pub fn run(cli: &Cli) -> Result<i32> {
         }
         Command::Kill { all, id, signal } => {
             // Signal 0 is the liveness probe: nothing is sent, the init's existence is checked.
-            let sig = match signal.trim() {
-                "0" => None,
-                s => Some(berth_runtime::signal::parse(s)?),
-            };
-            container::kill::kill(root, id, sig, *all)?;
+            let signo = berth_runtime::signal::parse_number(signal)?;
+            container::kill::kill_number(root, id, signo, *all)?;
             Ok(0)
         }
         Command::Delete { force, id } => container::delete::delete(root, id, *force)
