@@ -11,14 +11,33 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// runc's words ("error running hook #N"), which callers and runc's tests match, with the
+/// hook's kind and path.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    #[error("{kind} hook {path:?}: {msg}")]
+    #[error("error running hook #{index} ({kind} {path:?}): {msg}")]
     Failed {
         kind: &'static str,
+        /// Its place among the hooks of its kind, from 0.
+        index: usize,
         path: String,
         msg: String,
     },
+}
+
+impl HookError {
+    fn at(self, i: usize) -> HookError {
+        match self {
+            HookError::Failed {
+                kind, path, msg, ..
+            } => HookError::Failed {
+                kind,
+                index: i,
+                path,
+                msg,
+            },
+        }
+    }
 }
 
 /// Runs `hooks` in order, in this process's working directory; the first failure stops the
@@ -41,8 +60,8 @@ pub fn run_all_in(
     state_json: &str,
     dir: Option<&Path>,
 ) -> Result<(), HookError> {
-    for h in hooks.into_iter().flatten() {
-        run(kind, h, state_json, dir)?;
+    for (i, h) in hooks.into_iter().flatten().enumerate() {
+        run(kind, h, state_json, dir).map_err(|e| e.at(i))?;
     }
     Ok(())
 }
@@ -62,6 +81,7 @@ pub fn run(
 ) -> Result<(), HookError> {
     let fail = |msg: String| HookError::Failed {
         kind,
+        index: 0,
         path: hook.path().display().to_string(),
         msg,
     };
@@ -198,6 +218,10 @@ mod tests {
         let e = run("poststop", &h, "{}", None).unwrap_err().to_string();
         assert!(
             e.contains("exit status 3") && e.contains("boom") && e.contains("poststop"),
+            "{e}"
+        );
+        assert!(
+            e.starts_with("error running hook #0 (poststop \"/bin/sh\")"),
             "{e}"
         );
     }
