@@ -3,10 +3,8 @@
 //! and containers in them. (Exec, attach and port forwarding: cri_streaming.rs. What is not
 //! implemented must answer Unimplemented.)
 
-mod common;
-
-use common::cri::*;
-use common::*;
+use berth_tests_support::cri::*;
+use berth_tests_support::*;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;

@@ -15,10 +15,8 @@
 //! (`critest_apparmor`); on this machine, whose kernel has no AppArmor, scripts/apparmor-vm.sh
 //! runs them in a VM.
 
-mod common;
-
-use common::cri::*;
-use common::*;
+use berth_tests_support::cri::*;
+use berth_tests_support::*;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
@@ -3587,7 +3585,8 @@ async fn image_id_consistency(mut c: Cri, images: &Images, two: bool) -> R {
 async fn critest_streaming() {
     let (_bridge, d) = critest_daemon("critest-stream", 24);
     let c = Cri::new(&d).await;
-    let spdy = tokio::task::spawn_blocking(build_spdy_client)
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streaming-client");
+    let spdy = tokio::task::spawn_blocking(move || build_spdy_client(&src))
         .await
         .unwrap();
     let mut suite = Suite::new();
