@@ -7,7 +7,7 @@
 # profile. This script boots Debian's kernel (linux-image-amd64, AppArmor on) under QEMU with
 # software emulation (no KVM needed), sharing this machine's root filesystem read-only through
 # virtme-ng (from PyPI). Inside the VM it starts a registry on the VM's own loopback with the
-# fixture busybox, and runs `critest_apparmor` (cri/tests/critest.rs): critest's AppArmor specs
+# fixture busybox, and runs `critest_apparmor` (cri/tests/critest/): critest's AppArmor specs
 # (an unloaded profile is refused; a profile denying writes stops `touch`; an auditing one lets
 # it through) and berth's default profile, against a real berthd and berth-runtime, on pure
 # cgroup v2; then `security_opt_like_docker` (cli/tests/containers.rs): `berth run`'s
