@@ -1,5 +1,7 @@
-//! critest's CRI clients of one daemon (`Cri`, with the checks its CRI client library makes
-//! of every answer), the log and HTTP checks its specs share, and its daemon.
+//! What critest's specs share: the CRI clients of one daemon (`Cri`, with the checks critest's
+//! CRI client library makes of every answer), the log and HTTP checks, the daemon, and the pods
+//! and security contexts that specs of several areas make (critest's
+//! createPrivilegedPodSandbox, createNamespacePodSandbox).
 
 use super::*;
 use berth_tests_support::cri::*;
