@@ -7,7 +7,7 @@
 # profile. This script boots Debian's kernel (linux-image-amd64, AppArmor on) under QEMU with
 # software emulation (no KVM needed), sharing this machine's root filesystem read-only through
 # virtme-ng (from PyPI). Inside the VM it starts a registry on the VM's own loopback with the
-# fixture busybox, and runs `critest_apparmor` (cli/tests/critest.rs): critest's AppArmor specs
+# fixture busybox, and runs `critest_apparmor` (cri/tests/critest/): critest's AppArmor specs
 # (an unloaded profile is refused; a profile denying writes stops `touch`; an auditing one lets
 # it through) and berth's default profile, against a real berthd and berth-runtime, on pure
 # cgroup v2; then `security_opt_like_docker` (cli/tests/containers.rs): `berth run`'s
@@ -40,12 +40,12 @@ KERNEL=$(ls -v /boot/vmlinuz-*-amd64 2>/dev/null | tail -n 1)
 [ -n "$KERNEL" ] || die "no Debian kernel in /boot (apt-get install linux-image-amd64)"
 
 log "building the test binaries (nothing to do after the main build)"
-test_binary() { # NAME: the path of berth-cli's test binary NAME
-  (cd "$ROOT" && cargo test -p berth-cli --test "$1" --no-run --message-format=json </dev/null 2>/dev/null |
-    jq -r --arg n "$1" 'select(.executable != null and .target.name == $n) | .executable' | tail -n 1)
+test_binary() { # PACKAGE NAME: the path of PACKAGE's test binary NAME
+  (cd "$ROOT" && cargo test -p "$1" --test "$2" --no-run --message-format=json </dev/null 2>/dev/null |
+    jq -r --arg n "$2" 'select(.executable != null and .target.name == $n) | .executable' | tail -n 1)
 }
-CRITEST=$(test_binary critest)
-CONTAINERS=$(test_binary containers)
+CRITEST=$(test_binary berth-cri critest)
+CONTAINERS=$(test_binary berth-cli containers)
 [ -x "$CRITEST" ] && [ -x "$CONTAINERS" ] || die "no test binaries"
 
 # The VM sees this machine's files read-only (with /var/cache hidden), but for this directory.
@@ -69,9 +69,10 @@ setsid docker-registry serve /run/t/reg.yml > /run/t/reg.log 2>&1 < /dev/null &
 for _ in \$(seq 1 100); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break; sleep 0.3; done
 skopeo --insecure-policy copy -q --dest-tls-verify=false "oci:$W/busybox:latest" docker://127.0.0.1:5000/library/busybox:latest
 set +x
-cd "$ROOT/cli"
 export TMPDIR=/run/t BERTH_TEST_REGISTRY=127.0.0.1:5000
-"$CRITEST" critest_apparmor --exact --nocapture && "$CONTAINERS" security_opt_like_docker --exact
+# Each in its package's directory, as cargo runs them.
+(cd "$ROOT/cri" && "$CRITEST" critest_apparmor --exact --nocapture) &&
+  (cd "$ROOT/cli" && "$CONTAINERS" security_opt_like_docker --exact)
 echo \$? > "$W/rc"
 EOF
 chmod +x "$W/inside.sh"

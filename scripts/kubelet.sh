@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the kubelet that cli/tests/kubelet.rs runs on berthd, once (scripts/setup.sh calls it):
+# Builds the kubelet that cri/tests/kubelet.rs runs on berthd, once (scripts/setup.sh calls it):
 #
 #   scripts/kubelet.sh          (as root; Debian bookworm; ~6 min on 2 cores, then cached)
 #

@@ -12,7 +12,7 @@
 # 3. The offline fixtures (busybox bundle, busybox/nginx/pause OCI layouts), built with
 #    ../shared/fixtures/build.sh into $BERTH_FIXTURES (default /var/cache/berth-fixtures),
 #    only when $BERTH_FIXTURES/fixtures.env is missing.
-# 4. A kubelet (Kubernetes 1.20 from Debian 12's source package) for cli/tests/kubelet.rs:
+# 4. A kubelet (Kubernetes 1.20 from Debian 12's source package) for cri/tests/kubelet.rs:
 #    scripts/kubelet.sh, into /var/cache/berth-k8s/kubelet, only when it is missing; skipped
 #    with BERTH_SETUP_KUBELET=0 (scripts/demo.sh does not need it).
 #
@@ -62,11 +62,11 @@ else
   log "building fixtures into $FIXTURES"
   bash "$SHARED/fixtures/build.sh" "$FIXTURES" </dev/null
 fi
-# 4. A kubelet for cli/tests/kubelet.rs, built from Debian's Kubernetes source (~5 min, once);
+# 4. A kubelet for cri/tests/kubelet.rs, built from Debian's Kubernetes source (~5 min, once);
 #    not for the demo (BERTH_SETUP_KUBELET=0).
 if [ "${BERTH_SETUP_KUBELET:-1}" != 0 ]; then
   bash "$ROOT/scripts/kubelet.sh" </dev/null \
-    || log "WARNING: no kubelet was built; cli/tests/kubelet.rs will fail (see above)"
+    || log "WARNING: no kubelet was built; cri/tests/kubelet.rs will fail (see above)"
 fi
 
 log "ready (fixtures: $FIXTURES)"

@@ -45,7 +45,7 @@ leftovers() {
   find /sys/fs/cgroup -mindepth 2 -type d \( -path '*/berth-test/*' -o -path '*/berth-shim-test/*' -o -path '*/berth/*' -o -path '*/berth-bench*' \) \
     2>/dev/null | sed 's/^/cgroup: /' || true
   pgrep -a '^berth' | sed 's/^/process: /' || true
-  # Bridges of berthd's tests (bt<n>, see cli/tests/common) and of the network tests, with
+  # Bridges of berthd's tests (bt<n>, see tests-support/src/lib.rs) and of the network tests, with
   # the veths on them.
   ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | grep -E '^(bt[0-9]+|bk[0-9]+|berth[0-9]+|btn[0-9a-z]*)(@|$)' \
     | sed 's/^/link: /' || true
@@ -53,7 +53,7 @@ leftovers() {
   # and portmap's per-pod chains name them.
   iptables-save -t nat 2>/dev/null | grep -e 'berth-test-' | sed 's/^/iptables: /' || true
   find /sys/fs/cgroup -maxdepth 2 -type d -name 'berthtest*' 2>/dev/null | sed 's/^/cgroup: /' || true
-  # The kubelet of cli/tests/kubelet.rs, its pod cgroups and its pod's logs.
+  # The kubelet of cri/tests/kubelet.rs, its pod cgroups and its pod's logs.
   find /sys/fs/cgroup -maxdepth 2 -type d -name kubepods 2>/dev/null | sed 's/^/kubelet cgroup: /' || true
   pgrep -a -f '^/var/cache/berth-k8s/kubelet ' | sed 's/^/process: /' || true
   ls -d /var/log/pods/*berth-kubelet-test* /var/log/containers/*berth-kubelet-test* 2>/dev/null \

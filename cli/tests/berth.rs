@@ -3,9 +3,7 @@
 //! 127.0.0.1:5000, which scripts/test.sh starts), and nginx run from a bundle with
 //! berth-runtime. Needs root.
 
-mod common;
-
-use common::*;
+use berth_tests_support::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

@@ -3,9 +3,7 @@
 //! and after each test a check that the host holds nothing of ours (shims, mounts, netns pins,
 //! bridge, veths, cgroups). Needs root; the fixture registry runs at $BERTH_TEST_REGISTRY.
 
-mod common;
-
-use common::*;
+use berth_tests_support::*;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -448,7 +446,7 @@ fn bad_input_one_line_errors_and_no_leftovers() {
     }
     assert_clean(&d, &[id]);
     // berthd not running: the CLI says how to start it.
-    let o = Command::new(common::bin("berth"))
+    let o = Command::new(bin("berth"))
         .args(["-H", "unix:///nonexistent.sock", "ps"])
         .output()
         .unwrap();
@@ -729,7 +727,7 @@ fn restart_policies_and_lifecycle_verbs() {
 fn on_a_tty(d: &Daemon, args: &str) -> (Option<i32>, String) {
     let line = format!(
         "{} -H unix://{} {args}",
-        common::bin("berth").display(),
+        bin("berth").display(),
         d.sock().display()
     );
     let o = Command::new("script")

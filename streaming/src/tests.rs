@@ -1,6 +1,6 @@
 //! The server over real TCP and HTTP, with a backend of the tests' own: tokens, handshakes,
 //! the SPDY and WebSocket sessions and the statuses they end with. (berthd's backend, with
-//! real containers and the clients kubectl uses, is tested in cli/tests/cri_streaming.rs.)
+//! real containers and the clients kubectl uses, is tested in cri/tests/cri_streaming.rs.)
 
 use super::*;
 use futures_util::{SinkExt, StreamExt};

@@ -18,10 +18,8 @@
 //! its fixed /var/lib/kubelet/device-plugins socket. Its iptables chains are not made
 //! (makeIPTablesUtilChains: false).
 
-mod common;
-
-use common::cri::*;
-use common::*;
+use berth_tests_support::cri::*;
+use berth_tests_support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -335,7 +333,8 @@ fn running_and_ready(p: &serde_json::Value, name: &str) -> bool {
 #[test]
 fn a_kubelet_runs_a_static_pod_on_berthd() {
     kubelet_bin();
-    let spdy = build_spdy_client();
+    let spdy =
+        build_spdy_client(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streaming-client"));
     // Put back last: after the daemon has removed what is left of the pod.
     let _host = Host::record();
     let (_bridge, mut d) = networked_daemon("kubelet", N);

@@ -1,6 +1,6 @@
-//! The harness shared by the berth end-to-end tests: a private berthd per test (own socket,
-//! store, state, logs and network under a temp dir), and the berth CLI pointed at it.
-#![allow(dead_code)]
+//! The harness shared by berthd's end-to-end tests (`cri/tests`) and berth's (`cli/tests`): a
+//! private berthd per test (own socket, store, state, logs and network under a temp dir), and
+//! the berth CLI pointed at it; CRI clients of it in [`cri`].
 
 pub mod cri;
 

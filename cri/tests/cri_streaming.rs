@@ -8,10 +8,8 @@
 //! golang-github-docker-spdystream-dev, offline in GOPATH mode) and skip, saying so, only when
 //! `go` or `python3` is missing.
 
-mod common;
-
-use common::cri::*;
-use common::*;
+use berth_tests_support::cri::*;
+use berth_tests_support::*;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use std::io::{Read, Write};
@@ -59,7 +57,7 @@ impl Clients {
             .unwrap_or_else(|| {
                 panic!("{python} has no `websocket` module: apt-get install python3-websocket")
             });
-        let spdy = build_spdy_client();
+        let spdy = build_spdy_client(&src);
         Some(Clients {
             spdy,
             python: python.into(),

@@ -266,9 +266,10 @@ pub async fn run_container(
 /// Debian's Go packages, for builds in GOPATH mode (offline).
 pub const GOPATH: &str = "/usr/share/gocode";
 
-/// Builds `tests/streaming-client` (a client of kubectl's SPDY protocols, on Debian's Go and
-/// spdystream) into `target/<profile>/streaming-client/spdy-client`; its path.
-pub fn build_spdy_client() -> std::path::PathBuf {
+/// Builds the Go program in `src` (`cri/tests/streaming-client`: a client of kubectl's SPDY
+/// protocols, on Debian's Go and spdystream) into `target/<profile>/streaming-client/spdy-client`;
+/// its path.
+pub fn build_spdy_client(src: &std::path::Path) -> std::path::PathBuf {
     use std::path::Path;
     assert!(
         Path::new(GOPATH)
@@ -276,7 +277,6 @@ pub fn build_spdy_client() -> std::path::PathBuf {
             .exists(),
         "no spdystream in {GOPATH}: apt-get install golang-go golang-github-docker-spdystream-dev"
     );
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/streaming-client");
     // Built by each test process under a name of its own, then renamed into place (an atomic
     // replace).
     let out = bin("berthd").parent().unwrap().join("streaming-client");
@@ -286,7 +286,7 @@ pub fn build_spdy_client() -> std::path::PathBuf {
         .args(["build", "-o"])
         .arg(&tmp)
         .arg(".")
-        .current_dir(&src)
+        .current_dir(src)
         .env("GOPATH", GOPATH)
         .env("GO111MODULE", "off")
         .env("GOFLAGS", "")
