@@ -14,9 +14,9 @@
 //! exit of the container tears them down (as docker does), so a stopped container holds only its
 //! record, its rootfs snapshot and its log.
 //!
-//! The manager's verbs by stage: [`start`] (network, shim, runtime), [`exit`] (teardown and
-//! restart policies), [`ops`] (stop, kill, wait, remove, pause, update), [`rootfs`] (the
-//! mounted snapshot), [`reconcile`] (after a restart of berthd); records and creation here.
+//! The manager's verbs by stage: `start` (network, shim, runtime), `exit` (teardown and
+//! restart policies), `ops` (stop, kill, wait, remove, pause, update), `rootfs` (the
+//! mounted snapshot), `reconcile` (after a restart of berthd); records and creation here.
 
 use crate::api::{ContainerConfig, ContainerSummary, PortMapping};
 use crate::network::{self, Network};
