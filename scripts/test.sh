@@ -11,15 +11,18 @@
 #    then one debug build of every binary and test (`cargo build` in the dev profile, which is what
 #    nextest's test binaries use anyway; a release build would add ~2 min on 2 cores for a few ms
 #    per container start). BERTH_PROFILE=release builds and tests the release binary instead.
-# 4. `cargo nextest run --workspace --profile ci` (summary line at the end); then, on a host
-#    without AppArmor, critest's AppArmor specs in a VM (scripts/apparmor-vm.sh), and the
-#    runtime's tests as on pure cgroup v2 and pure v1 hosts.
+# 4. `cargo nextest run --workspace --profile ci` (summary line at the end); then runc's own
+#    integration suite against berth-runtime (scripts/runc-suite.sh: fails on a test that passes
+#    with runc, fails with berth-runtime and is not in scripts/runc-suite.known; ~5 min); then,
+#    on a host without AppArmor, critest's AppArmor specs in a VM (scripts/apparmor-vm.sh), and
+#    the runtime's tests as on pure cgroup v2 and pure v1 hosts.
 # 5. Leftovers: fails if the run left a mount, cgroup or process of berth's behind that was not
 #    there before it.
 #
 # Environment: BERTH_FIXTURES (default /var/cache/berth-fixtures), BERTH_TEST_REGISTRY,
 # BERTH_RUNTIME (test another runtime, e.g. /usr/sbin/runc), BERTH_PROFILE (debug|release),
-# BERTH_SKIP_VM (skip the AppArmor VM).
+# BERTH_SKIP_VM (skip the AppArmor VM), BERTH_SKIP_RUNC_SUITE (skip runc's suite),
+# BERTH_RUNC_SUITE_REFERENCE=1 (run runc's suite with runc too, not only with berth-runtime).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -107,6 +110,14 @@ for i in "${!KSYSCTLS[@]}"; do
   log "restoring ${KSYSCTLS[$i]} (left changed by a killed kubelet test)"
   echo "${KSAVED[$i]}" > "/proc/sys/${KSYSCTLS[$i]}"
 done
+
+# runc's integration suite with berth-runtime (runc's own pass only when asked: its results
+# here are in scripts/runc-suite.known; see the script's header).
+if [ $# -eq 0 ] && [ -z "${BERTH_SKIP_RUNC_SUITE:-}" ]; then
+  log "runc's integration suite (scripts/runc-suite.sh)"
+  BERTH_RUNC_SUITE_REFERENCE=${BERTH_RUNC_SUITE_REFERENCE:-0} bash "$ROOT/scripts/runc-suite.sh" \
+    "${BERTH_RUNTIME:-${CARGO_TARGET_DIR:-$ROOT/target}/$BERTH_PROFILE/berth-runtime}" </dev/null || rc=$?
+fi
 
 # AppArmor on a kernel that has it, which this one has not: critest's AppArmor specs and
 # berth's default profile in a VM with Debian's kernel (about two minutes).
