@@ -588,3 +588,39 @@ fn unified_resources_on_cgroup_v1_are_refused() {
         .assert_stderr_mentions(&["invalid configuration"]);
     t.assert_no_leftovers(&t.id);
 }
+
+/// cgroup v1: in a pod cgroup limited to 50%, `update --cpu-period 10000 --cpu-quota 3000`
+/// (30% on a shorter period) works, as with runc: the kernel refuses the new period while the
+/// old quota over it would exceed the pod's limit, so the period goes in again after the quota.
+#[test]
+fn update_shorter_cpu_period_under_a_limited_pod() {
+    if cgroup_v2_only() {
+        eprintln!("skipped: cgroup v1 cpu controller only");
+        return;
+    }
+    let t = Ctx::new("cpu-pod");
+    let parent = Ctx::cgroups_path(&t.id);
+    let dir = cgroup_file("cpu", &parent, "");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cpu.cfs_quota_us"), "50000").unwrap();
+    t.write_spec(
+        &t.spec()
+            .args(&["sleep", "1000"])
+            .set("/linux/cgroupsPath", json!(format!("{parent}/ct")))
+            .resources("cpu", json!({"quota": 40000, "period": 100000})),
+    );
+    t.run_detached().assert_ok();
+    let ct = format!("{}/ct", t.id);
+    t.cmd(&[
+        "update",
+        "--cpu-period",
+        "10000",
+        "--cpu-quota",
+        "3000",
+        &t.id,
+    ])
+    .assert_ok();
+    assert_eq!(t.cgroup_value(&ct, "cpu", "cpu.cfs_period_us"), "10000");
+    assert_eq!(t.cgroup_value(&ct, "cpu", "cpu.cfs_quota_us"), "3000");
+    t.delete_force().assert_ok();
+}

@@ -83,11 +83,22 @@ pub fn apply(mounts: &[V1Mount], rel: &str, res: &LinuxResources) -> Result<Vec<
                     if let Some(s) = c.shares().filter(|s| *s != 0) {
                         fs::write(&d, "cpu.shares", &s.to_string())?;
                     }
+                    // A period smaller than the current one can be refused (EINVAL) while the
+                    // old quota over the new period exceeds the parent's limit; as runc does,
+                    // the period then goes in again once the quota is set.
+                    let quota = c.quota().filter(|q| *q != 0);
+                    let mut period_again = None;
                     if let Some(p) = c.period().filter(|p| *p != 0) {
-                        fs::write(&d, "cpu.cfs_period_us", &p.to_string())?;
+                        match fs::write(&d, "cpu.cfs_period_us", &p.to_string()) {
+                            Err(_) if quota.is_some() => period_again = Some(p),
+                            r => r?,
+                        }
                     }
-                    if let Some(q) = c.quota().filter(|q| *q != 0) {
+                    if let Some(q) = quota {
                         fs::write(&d, "cpu.cfs_quota_us", &num(q))?;
+                    }
+                    if let Some(p) = period_again {
+                        fs::write(&d, "cpu.cfs_period_us", &p.to_string())?;
                     }
                     if let Some(p) = c.realtime_period().filter(|p| *p != 0) {
                         fs::write(&d, "cpu.rt_period_us", &p.to_string())?;
