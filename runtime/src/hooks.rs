@@ -66,6 +66,19 @@ pub fn run_all_in(
     Ok(())
 }
 
+/// A signal's description in lower case, as Go prints it ("bad system call", "killed").
+fn signal_name(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a NUL-terminated string that stays valid until the
+    // next call; it is copied at once (hooks run one at a time).
+    let p = unsafe { libc::strsignal(sig) };
+    if p.is_null() {
+        return format!("signal {sig}");
+    }
+    // SAFETY: p is non-null and NUL-terminated (above).
+    let s = unsafe { std::ffi::CStr::from_ptr(p) };
+    s.to_string_lossy().to_lowercase()
+}
+
 fn memfd() -> Option<std::fs::File> {
     // SAFETY: memfd_create with a static NUL-terminated name; the returned fd is owned by File.
     let fd = unsafe { libc::memfd_create(c"berth-hook-stderr".as_ptr(), libc::MFD_CLOEXEC) };
@@ -140,7 +153,8 @@ pub fn run(
         .trim();
     let how = match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
+        // As Go (so runc) words it: "signal: bad system call" for a seccomp kill.
+        (None, Some(s)) => format!("killed by signal {s} ({})", signal_name(s)),
         _ => status.to_string(),
     };
     Err(fail(if last.is_empty() {
@@ -224,6 +238,15 @@ mod tests {
             e.starts_with("error running hook #0 (poststop \"/bin/sh\")"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn hook_killed_by_a_signal_names_it() {
+        let h = hook(r#"{"path":"/bin/sh","args":["sh","-c","kill -SYS $$"]}"#);
+        let e = run("startContainer", &h, "{}", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("killed by signal 31 (bad system call)"), "{e}");
     }
 
     #[test]

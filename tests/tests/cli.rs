@@ -362,3 +362,29 @@ fn events_stream_stops_when_container_is_deleted() {
     out.assert_failed();
     t.assert_no_leftovers(&t.id);
 }
+
+/// `checkpoint --parent-path` is checked before anything else, as runc checks it before it
+/// calls CRIU: an absolute path, or one that is no directory under `--image-path`, is an error
+/// naming the flag (berth-runtime then says that checkpointing is not supported).
+#[test]
+fn checkpoint_parent_path_is_checked_first() {
+    let t = Ctx::new("ckpt-parent");
+    t.write_spec(&t.spec().args(&["sleep", "1000"]));
+    t.run_detached().assert_ok();
+    let images = t.path("image-dir");
+    let images = images.to_str().unwrap();
+    for parent in [t.path("parent-dir").to_str().unwrap(), "./parent-dir"] {
+        t.cmd(&[
+            "checkpoint",
+            "--parent-path",
+            parent,
+            "--image-path",
+            images,
+            &t.id,
+        ])
+        .assert_failed()
+        .assert_stderr_mentions(&["--parent-path"]);
+    }
+    t.delete_force().assert_ok();
+    t.assert_no_leftovers(&t.id);
+}

@@ -208,7 +208,7 @@ fn check_plain_dir(ctx: &Ctx<'_>, dest: &Path, fstype: &str) -> Result<()> {
             if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFDIR =>
         {
             Err(RootfsError::Invalid(format!(
-                "mount {dest:?} (type {fstype}): the target is not an ordinary directory"
+                "mount {dest:?} (type {fstype}): it must be mounted on ordinary directory (the target is a symlink or a file)"
             )))
         }
         Ok(_) | Err(Errno::ENOENT) => Ok(()),

@@ -237,7 +237,7 @@ fn errors_name_the_destination_and_call() {
         ),
         (
             json!({"destination": "/proc", "type": "proc", "source": "proc"}),
-            "mount \"/proc\" (type proc): the target is not an ordinary directory",
+            "mount \"/proc\" (type proc): it must be mounted on ordinary directory (the target is a symlink or a file)",
         ),
         (
             json!({"destination": "/proc/foo", "type": "tmpfs", "source": "tmpfs"}),

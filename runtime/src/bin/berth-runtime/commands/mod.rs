@@ -68,9 +68,38 @@ pub fn run(cli: &Cli) -> Result<i32> {
         } => info::events(root, id, *stats, interval),
         Command::Spec { bundle, rootless } => spec::spec(bundle, *rootless),
         Command::Features => features::features(),
-        Command::Checkpoint { .. } | Command::Restore { .. } => {
+        Command::Checkpoint { args } => {
+            check_parent_path(args)?;
             bail!("checkpoint/restore is not supported by berth-runtime")
         }
+        Command::Restore { .. } => {
+            bail!("checkpoint/restore is not supported by berth-runtime")
+        }
+    }
+}
+
+/// runc checks `checkpoint --parent-path` before it calls CRIU, and callers (and runc's tests)
+/// see that error first: relative, and a directory under `--image-path`.
+fn check_parent_path(args: &[String]) -> anyhow::Result<()> {
+    let flag = |name: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{name}="))
+                .map(str::to_string)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let Some(parent) = flag("--parent-path").filter(|p| !p.is_empty()) else {
+        return Ok(());
+    };
+    if parent.starts_with('/') {
+        bail!("--parent-path must be relative");
+    }
+    let image = flag("--image-path").unwrap_or_else(|| "checkpoint".into());
+    let real = std::path::Path::new(&image).join(&parent);
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("invalid --parent-path: {}: not a directory", real.display()),
+        Err(e) => bail!("invalid --parent-path: stat {}: {e}", real.display()),
     }
 }
 
