@@ -2,7 +2,8 @@
 //! errors from the log file (containerd the last `"level":"error"` line of the JSON).
 //!
 //! - With `--log FILE` the file is opened (created, appended to) at start, as runc does, and gets
-//!   errors, warnings and, with `--debug`, debug lines.
+//!   errors, warnings and, with `--debug`, debug lines; warnings go there only (errors also to
+//!   stderr), as with runc, whose callers give it the container's stdio.
 //! - Without `--log` the log is stderr. The CLI prints errors and warnings on stderr itself
 //!   (`berth-runtime: …`), so only debug lines are written there through this module.
 //!
@@ -44,6 +45,11 @@ pub fn init(path: Option<PathBuf>, json: bool, debug: bool) -> std::io::Result<(
     };
     let _ = TARGET.set(Target { sink, json, debug });
     Ok(())
+}
+
+/// Whether the CLI set no `--log` (its log is stderr); false in a library user's process.
+pub fn to_stderr() -> bool {
+    TARGET.get().is_some_and(|t| matches!(t.sink, Sink::Stderr))
 }
 
 pub fn debug_enabled() -> bool {

@@ -481,3 +481,26 @@ fn unknown_capability_name_is_a_warning() {
     }
     t.assert_no_leftovers(&t.id);
 }
+
+/// With `--log`, warnings go to the log file only, as runc's do: callers such as containerd give
+/// the runtime the container's own stdio, and a warning must not appear in the container's
+/// output (a kubelet's ExecSync showed one in the command's stderr).
+#[test]
+fn warnings_go_to_the_log_file_only_with_log() {
+    berth_only!();
+    let t = Ctx::new("warn-log");
+    t.write_spec(&t.spec().caps(&["CAP_KILL", "CAP_BOGUS"]).sh("echo out"));
+    let log = t.path("runtime.log");
+    let log_s = log.to_str().unwrap();
+    let bundle = t.bundle.to_str().unwrap().to_string();
+    let out = t.cmd(&["--log", log_s, "run", "--bundle", &bundle, &t.id]);
+    out.assert_ok();
+    assert_eq!(out.stdout.trim(), "out");
+    assert!(!out.stderr.contains("CAP_BOGUS"), "{out}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("CAP_BOGUS") && logged.contains("level=warning"),
+        "{logged}"
+    );
+    t.assert_no_leftovers(&t.id);
+}

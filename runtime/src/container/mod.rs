@@ -15,7 +15,13 @@ use std::io::Write;
 
 /// Prints warnings the way runc's logrus does, one line each on stderr.
 pub fn warn(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "berth-runtime: warning: {msg}");
+    // As runc: on stderr only when stderr is the log (no `--log`); with `--log` in the file only,
+    // since a caller such as containerd hands the runtime the container's own stdio. Used in
+    // process (the shim, with the container's pipes on fds 0-2 around the call), nowhere: a
+    // warning must not end up in the container's output.
+    if crate::log::to_stderr() {
+        let _ = writeln!(std::io::stderr(), "berth-runtime: warning: {msg}");
+    }
     crate::log::write("warning", msg);
 }
 
