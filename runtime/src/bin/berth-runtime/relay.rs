@@ -153,6 +153,44 @@ fn drain(master: &OwnedFd, buf: &mut [u8]) {
     }
 }
 
+/// Relays the terminal ([`copy_loop`]) while the signals in `forwarded` go on to `child`
+/// (SIGWINCH resizes the pty instead, SIGCHLD asks `reap`), until `reap` gives the exit code
+/// (`Some`) or the terminal closes first (`None`: the caller waits for the exit itself).
+pub fn relay_forwarding(
+    master: &OwnedFd,
+    forwarded: &nix::sys::signal::SigSet,
+    child: nix::unistd::Pid,
+    mut reap: impl FnMut() -> Result<Option<i32>>,
+) -> Result<Option<i32>> {
+    use nix::sys::signal::Signal;
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let mut code = None;
+    let mut failed = None;
+    copy_loop(master, sfd.as_raw_fd(), || {
+        while let Ok(Some(info)) = sfd.read_signal() {
+            match info.ssi_signo as i32 {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => sync_size(master),
+                s => {
+                    if let Ok(s) = Signal::try_from(s) {
+                        let _ = nix::sys::signal::kill(child, s);
+                    }
+                }
+            }
+        }
+        match reap() {
+            Ok(c) => code = c,
+            Err(e) => failed = Some(e),
+        }
+        code.is_some() || failed.is_some()
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(code),
+    }
+}
+
 /// Copies our terminal's window size to the container's.
 pub fn sync_size(master: &OwnedFd) {
     let mut ws: libc::winsize = libc::winsize {

@@ -126,26 +126,8 @@ fn wants_terminal(a: &CreateArgs) -> bool {
 
 /// Relays the terminal until the container exits; forwards signals (SIGWINCH resizes).
 fn relay_and_wait(pid: i32, forwarded: &SigSet, master: &std::os::fd::OwnedFd) -> Result<i32> {
-    use std::os::fd::AsRawFd;
-    let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
     let child = Pid::from_raw(pid);
-    let mut code = None;
-    crate::relay::copy_loop(master, sfd.as_raw_fd(), || {
-        while let Ok(Some(info)) = sfd.read_signal() {
-            match info.ssi_signo as i32 {
-                libc::SIGCHLD => {}
-                libc::SIGWINCH => crate::relay::sync_size(master),
-                s => {
-                    if let Ok(s) = Signal::try_from(s) {
-                        let _ = nix::sys::signal::kill(child, s);
-                    }
-                }
-            }
-        }
-        code = reap(child);
-        code.is_some()
-    });
-    match code {
+    match crate::relay::relay_forwarding(master, forwarded, child, || Ok(reap(child)))? {
         Some(c) => Ok(c),
         None => wait_forwarding(pid, forwarded),
     }

@@ -193,32 +193,7 @@ fn reap(child: Pid) -> Result<Option<i32>> {
 /// Relays the terminal until the process exits (and the pty is drained); forwards signals,
 /// SIGWINCH as a resize.
 fn relay_and_wait(child: Pid, forwarded: &SigSet, master: &std::os::fd::OwnedFd) -> Result<i32> {
-    use std::os::fd::AsRawFd;
-    let sfd = SignalFd::with_flags(forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
-    let mut code = None;
-    let mut failed = None;
-    crate::relay::copy_loop(master, sfd.as_raw_fd(), || {
-        while let Ok(Some(info)) = sfd.read_signal() {
-            match info.ssi_signo as i32 {
-                libc::SIGCHLD => {}
-                libc::SIGWINCH => crate::relay::sync_size(master),
-                s => {
-                    if let Ok(s) = Signal::try_from(s) {
-                        let _ = nix::sys::signal::kill(child, s);
-                    }
-                }
-            }
-        }
-        match reap(child) {
-            Ok(c) => code = c,
-            Err(e) => failed = Some(e),
-        }
-        code.is_some() || failed.is_some()
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    if let Some(c) = code {
+    if let Some(c) = crate::relay::relay_forwarding(master, forwarded, child, || reap(child))? {
         return Ok(c);
     }
     // The terminal closed first: wait for the exit itself.
