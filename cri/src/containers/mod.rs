@@ -264,23 +264,13 @@ pub fn summary(r: &Record) -> ContainerSummary {
     }
 }
 
-/// Parses `SIGTERM`, `TERM`, `15`.
+/// Parses `SIGTERM`, `TERM`, `15` (the runtime's parser; signal 0, its liveness probe, is no
+/// signal to send here).
 pub fn parse_signal(s: &str) -> Result<i32, Status> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
+    match berth_runtime::signal::parse_number(s) {
+        Ok(n) if n != 0 => Ok(n),
+        _ => Err(Status::invalid_argument(format!("invalid signal: {s:?}"))),
     }
-    let up = t.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| Status::invalid_argument(format!("invalid signal: {s:?}")))
 }
 
 mod exit;
