@@ -87,7 +87,7 @@ impl Store {
         } else {
             Store::normalize(want).ok()
         };
-        if let Some(n) = name.clone() {
+        if let Some(n) = name {
             if let Some(rec) = blocking(move || meta.image(&n)).await?? {
                 let id = rec.config.to_string();
                 let mut records: Vec<ImageRecord> =
@@ -102,6 +102,11 @@ impl Store {
                 }));
             }
         }
+        self.find_unnamed(want).await
+    }
+
+    /// [`Store::find`] past the name lookup: `repo@digest`, or an image ID or ID prefix.
+    pub(crate) async fn find_unnamed(&self, want: &str) -> Result<Option<Found>> {
         let groups = group(self.images().await?);
         if let Some((repo, digest)) = want.split_once('@') {
             let repo = normalize_repo(repo);
@@ -123,9 +128,7 @@ impl Store {
         }
         let Some(hex) = id_prefix(want) else {
             // Not a name we have, and not an ID: say why if it is no reference at all.
-            if name.is_none() {
-                Store::normalize(want)?;
-            }
+            Store::normalize(want)?;
             return Ok(None);
         };
         let id = match by_id_prefix(groups.keys(), hex) {

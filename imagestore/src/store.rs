@@ -154,7 +154,8 @@ impl Store {
                 return Ok(rec);
             }
         }
-        match self.find(name).await? {
+        // Not a name it has: the rest of what `find` takes (the name is not looked up again).
+        match self.find_unnamed(name.trim()).await? {
             Some(found) => Ok(found.record().clone()),
             None => Err(Error::ImageNotFound(
                 normalized.unwrap_or_else(|| name.to_string()),
